@@ -1,0 +1,306 @@
+"""The artifact manifest: what an artifact holds and which devices it fits.
+
+A manifest is signed over its canonical JSON (``fleetcast.core.canonical``).
+Fields this version does not know are kept in ``unrecognized_fields`` and
+written back unchanged, so an older tool round-trips a newer manifest without
+breaking its signature.
+
+Compatibility rules applied by every device before it touches a slot:
+
+1. the device type must be in ``compatible``;
+2. the installed version must satisfy ``depends["version"]`` when present;
+3. the new version must not be older than the installed one, unless the
+   deployment explicitly allows downgrades (same version counts as "already
+   installed", not as an update).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Final
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from fleetcast.core.canonical import canonical_json
+from fleetcast.core.signing import Signature, sign, verify
+from fleetcast.core.versions import Version, VersionRange
+from fleetcast.exceptions import DowngradeError, IncompatibleError, ValidationError
+
+FORMAT_VERSION: Final = 1
+PAYLOAD_TYPES: Final = ("rootfs-image", "files", "script")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _require(data: dict[str, Any], key: str, kind: type, what: str) -> Any:
+    value = data.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValidationError(f"{what}: field {key!r} must be {kind.__name__}")
+    return value
+
+
+def _check_name(value: str, what: str) -> str:
+    if not _NAME.match(value):
+        raise ValidationError(
+            f"{what}: {value!r} is not a valid name (letters, digits, '._+-', max 128)"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One payload: a zstd-compressed member of the artifact.
+
+    ``size``/``sha256`` describe the uncompressed bytes (what lands on the
+    device); ``compressed_size``/``compressed_sha256`` the member in the file,
+    which bounds every download.
+    """
+
+    name: str
+    type: str
+    size: int
+    sha256: str
+    compressed_size: int
+    compressed_sha256: str
+    meta: dict[str, str] = field(default_factory=dict)
+
+    _FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"name", "type", "size", "sha256", "compressed_size", "compressed_sha256", "meta"}
+    )
+
+    def __post_init__(self) -> None:
+        what = f"payload {self.name!r}"
+        _check_name(self.name, what)
+        if self.type not in PAYLOAD_TYPES:
+            raise ValidationError(f"{what}: type {self.type!r} is not one of {PAYLOAD_TYPES}")
+        for size_field in ("size", "compressed_size"):
+            value = getattr(self, size_field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValidationError(f"{what}: {size_field} must be a non-negative integer")
+        for hash_field in ("sha256", "compressed_sha256"):
+            if not _SHA256.match(getattr(self, hash_field)):
+                raise ValidationError(f"{what}: {hash_field} must be 64 lowercase hex digits")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.meta.items()):
+            raise ValidationError(f"{what}: meta must map strings to strings")
+
+    @classmethod
+    def from_dict(cls, data: object) -> Payload:
+        """Raises: ValidationError: a field is missing or invalid."""
+        if not isinstance(data, dict):
+            raise ValidationError("payload must be an object")
+        meta = data.get("meta", {})
+        if not isinstance(meta, dict):
+            raise ValidationError("payload: field 'meta' must be an object")
+        return cls(
+            name=_require(data, "name", str, "payload"),
+            type=_require(data, "type", str, "payload"),
+            size=_require(data, "size", int, "payload"),
+            sha256=_require(data, "sha256", str, "payload"),
+            compressed_size=_require(data, "compressed_size", int, "payload"),
+            compressed_sha256=_require(data, "compressed_sha256", str, "payload"),
+            meta=dict(meta),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type,
+            "size": self.size,
+            "sha256": self.sha256,
+            "compressed_size": self.compressed_size,
+            "compressed_sha256": self.compressed_sha256,
+            "meta": dict(self.meta),
+        }
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What an artifact is (name, version), which devices it fits and its payloads."""
+
+    name: str
+    version: str
+    compatible: tuple[str, ...]
+    payloads: tuple[Payload, ...]
+    depends: dict[str, str] = field(default_factory=dict)
+    provides: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    format: int = FORMAT_VERSION
+    unrecognized_fields: dict[str, Any] = field(default_factory=dict)
+
+    _FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {
+            "format",
+            "name",
+            "version",
+            "compatible",
+            "payloads",
+            "depends",
+            "provides",
+            "description",
+        }
+    )
+
+    def __post_init__(self) -> None:
+        what = f"manifest {self.name!r}"
+        _check_name(self.name, "manifest")
+        Version.parse(self.version)
+        if self.format != FORMAT_VERSION:
+            raise ValidationError(f"{what}: unsupported format {self.format}")
+        if not self.compatible:
+            raise ValidationError(f"{what}: 'compatible' must list at least one device type")
+        for device_type in self.compatible:
+            _check_name(device_type, f"{what} compatible")
+        if not self.payloads:
+            raise ValidationError(f"{what}: needs at least one payload")
+        names = [p.name for p in self.payloads]
+        if len(set(names)) != len(names):
+            raise ValidationError(f"{what}: payload names must be unique")
+        images = [p for p in self.payloads if p.type == "rootfs-image"]
+        if images and len(self.payloads) != 1:
+            raise ValidationError(f"{what}: a rootfs-image must be the artifact's only payload")
+        for mapping_name in ("depends", "provides"):
+            mapping = getattr(self, mapping_name)
+            if not all(isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()):
+                raise ValidationError(f"{what}: {mapping_name} must map strings to strings")
+        if "version" in self.depends:
+            VersionRange.parse(self.depends["version"])
+
+    @property
+    def semver(self) -> Version:
+        return Version.parse(self.version)
+
+    @property
+    def payload_type(self) -> str:
+        """The artifact's kind: ``rootfs-image`` if it carries one, else its first payload's."""
+        return self.payloads[0].type
+
+    @property
+    def total_size(self) -> int:
+        return sum(p.size for p in self.payloads)
+
+    @classmethod
+    def from_dict(cls, data: object) -> Manifest:
+        """Build a manifest from parsed JSON, keeping unknown fields.
+
+        Raises:
+            ValidationError: a field is missing or invalid.
+        """
+        if not isinstance(data, dict):
+            raise ValidationError("manifest must be a JSON object")
+        payloads = data.get("payloads")
+        if not isinstance(payloads, list):
+            raise ValidationError("manifest: field 'payloads' must be a list")
+        compatible = data.get("compatible")
+        if not isinstance(compatible, list) or not all(isinstance(c, str) for c in compatible):
+            raise ValidationError("manifest: field 'compatible' must be a list of strings")
+        depends, provides = data.get("depends", {}), data.get("provides", {})
+        if not isinstance(depends, dict) or not isinstance(provides, dict):
+            raise ValidationError("manifest: 'depends' and 'provides' must be objects")
+        description = data.get("description", "")
+        if not isinstance(description, str):
+            raise ValidationError("manifest: field 'description' must be a string")
+        return cls(
+            name=_require(data, "name", str, "manifest"),
+            version=_require(data, "version", str, "manifest"),
+            compatible=tuple(compatible),
+            payloads=tuple(Payload.from_dict(p) for p in payloads),
+            depends=dict(depends),
+            provides=dict(provides),
+            description=description,
+            format=_require(data, "format", int, "manifest"),
+            unrecognized_fields={k: v for k, v in data.items() if k not in cls._FIELDS},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.unrecognized_fields,
+            "format": self.format,
+            "name": self.name,
+            "version": self.version,
+            "compatible": list(self.compatible),
+            "payloads": [p.to_dict() for p in self.payloads],
+            "depends": dict(self.depends),
+            "provides": dict(self.provides),
+            "description": self.description,
+        }
+
+    def canonical_bytes(self) -> bytes:
+        """The bytes that are signed."""
+        return canonical_json(self.to_dict())
+
+    def check_compatible(
+        self, *, device_type: str, installed_version: str | None, allow_downgrade: bool = False
+    ) -> None:
+        """Raise unless this artifact may be installed on the described device.
+
+        Raises:
+            IncompatibleError: wrong device type, or ``depends`` not met.
+            DowngradeError: older than the installed version, downgrades not allowed.
+        """
+        if device_type not in self.compatible:
+            raise IncompatibleError(
+                f"artifact {self.name} {self.version} is for device types "
+                f"{', '.join(self.compatible)}, not {device_type!r}"
+            )
+        installed = Version.parse(installed_version) if installed_version else None
+        wanted = self.depends.get("version")
+        if wanted is not None and (
+            installed is None or not VersionRange.parse(wanted).contains(installed)
+        ):
+            raise IncompatibleError(
+                f"artifact {self.name} {self.version} needs installed version {wanted}, "
+                f"device has {installed_version or 'none'}"
+            )
+        if installed is not None and self.semver < installed and not allow_downgrade:
+            raise DowngradeError(
+                f"artifact {self.name} {self.version} is older than installed "
+                f"{installed_version}; the deployment does not allow downgrades"
+            )
+
+
+@dataclass(frozen=True)
+class SignedManifest:
+    """A manifest with its signatures, as stored in an artifact and sent to devices."""
+
+    manifest: Manifest
+    signatures: tuple[Signature, ...]
+    # Exactly the bytes the signatures cover: the canonical form of the
+    # "signed" object as received, not as re-serialised by this version.
+    signed_bytes: bytes
+
+    @classmethod
+    def create(cls, manifest: Manifest, private_key: Ed25519PrivateKey) -> SignedManifest:
+        """Sign ``manifest`` with ``private_key``."""
+        signed_bytes = manifest.canonical_bytes()
+        return cls(manifest, (sign(private_key, signed_bytes),), signed_bytes)
+
+    def verify(self, trusted_keys: list[Ed25519PublicKey]) -> str:
+        """Check the signatures against ``trusted_keys``; return the verifying key id.
+
+        Raises:
+            SignatureError: unsigned, untrusted key, or invalid signature.
+        """
+        what = f"artifact {self.manifest.name} {self.manifest.version}"
+        return verify(self.signed_bytes, list(self.signatures), trusted_keys, what=what)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "signed": json.loads(self.signed_bytes),
+            "signatures": [s.to_dict() for s in self.signatures],
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> SignedManifest:
+        """Raises: ValidationError: not a ``{"signed", "signatures"}`` envelope."""
+        if not isinstance(data, dict) or "signed" not in data:
+            raise ValidationError("signed manifest must be an object with 'signed'")
+        signatures = data.get("signatures", [])
+        if not isinstance(signatures, list):
+            raise ValidationError("'signatures' must be a list")
+        return cls(
+            manifest=Manifest.from_dict(data["signed"]),
+            signatures=tuple(Signature.from_dict(s) for s in signatures),
+            signed_bytes=canonical_json(data["signed"]),
+        )
