@@ -1,0 +1,403 @@
+"""The agent's configuration: one TOML file, validated up front.
+
+``AgentConfig.load(path)`` reads the file with :mod:`tomllib`, checks every
+key and type, and resolves relative paths against the file's directory. An
+error names the offending key (``bootloader.type``, ``health.commands[1]``)
+so an operator can fix the file without reading code. Unknown keys are
+errors too: a typo must not silently fall back to a default.
+
+Every length, timeout and retry limit of the agent lives in
+:class:`AgentLimits` (table ``[limits]``), in the spirit of python-tuf's
+``UpdaterConfig``: the device side is bounded, and the bounds are in one place.
+
+Example::
+
+    server_url = "https://updates.example.com"
+    device_type = "acme-gw"
+    state_dir = "/var/lib/fleetcast"
+    trusted_keys = ["/etc/fleetcast/vendor.pub"]
+    poll_interval = 30
+    long_poll = 25
+
+    [identity]
+    serial = "SN-0001"
+
+    [bootloader]
+    type = "simulated"
+    env_file = "/var/lib/fleetcast/uboot.env"
+
+    [slots]
+    a = "/dev/mmcblk0p2"
+    b = "/dev/mmcblk0p3"
+
+    [health]
+    commands = [["systemctl", "is-system-running", "--wait"]]
+    timeout = 30
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Final
+
+from fleetcast.exceptions import ValidationError
+
+BOOTLOADER_TYPES: Final = ("simulated",)
+SLOT_NAMES: Final = ("a", "b")
+
+
+@dataclass(frozen=True)
+class AgentLimits:
+    """Every bound the agent applies, in one place.
+
+    Attributes:
+        max_manifest_size: largest update offer (``/next`` answer) accepted, bytes.
+        max_response_size: largest other JSON answer accepted, bytes.
+        request_timeout: seconds for one HTTP request (a long poll adds its wait).
+        download_chunk: bytes read from the network per read call.
+        checkpoint_interval: installed bytes between two resume checkpoints
+            (each costs an fsync of the slot and of the journal).
+        max_retries: attempts of one HTTP call before its failure is reported.
+        backoff_base: first retry delay, seconds; doubles on every attempt.
+        backoff_cap: longest retry delay, seconds.
+        max_download_attempts: interrupted downloads of one update (each resumes)
+            before the update is reported failed.
+        max_log_lines: lines kept in the journal's log tail (sent with a failure).
+        script_timeout: seconds a ``script`` payload may run.
+    """
+
+    max_manifest_size: int = 1024 * 1024
+    max_response_size: int = 256 * 1024
+    request_timeout: float = 30.0
+    download_chunk: int = 64 * 1024
+    checkpoint_interval: int = 4 * 1024 * 1024
+    max_retries: int = 5
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    max_download_attempts: int = 10
+    max_log_lines: int = 100
+    script_timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValidationError(f"limits.{f.name} must be a positive number, got {value!r}")
+        if self.backoff_cap < self.backoff_base:
+            raise ValidationError("limits.backoff_cap must not be smaller than limits.backoff_base")
+
+
+@dataclass(frozen=True)
+class BootloaderConfig:
+    """Which bootloader backend holds the A/B switch and its boot counter."""
+
+    type: str = "simulated"
+    env_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class SlotsConfig:
+    """The two root file system slots (block devices or image files)."""
+
+    a: Path
+    b: Path
+
+    def path(self, slot: str) -> Path:
+        """Return the path of slot ``"a"`` or ``"b"``."""
+        return self.a if slot == "a" else self.b
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Commands that must all succeed on the new slot before it is committed."""
+
+    commands: tuple[tuple[str, ...], ...] = ()
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class RebootConfig:
+    """How a real device reboots (ignored by the simulated bootloader)."""
+
+    command: tuple[str, ...] = ("reboot",)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything the device agent needs to know, loaded from ``agent.toml``."""
+
+    server_url: str
+    device_type: str
+    state_dir: Path
+    trusted_keys: list[Path]
+    identity: dict[str, str]
+    bootloader: BootloaderConfig
+    slots: SlotsConfig
+    attributes: dict[str, str] = field(default_factory=dict)
+    poll_interval: float = 30.0
+    long_poll: int = 25
+    enrollment_token: str | None = None
+    health: HealthConfig = field(default_factory=HealthConfig)
+    reboot: RebootConfig = field(default_factory=RebootConfig)
+    limits: AgentLimits = field(default_factory=AgentLimits)
+
+    @classmethod
+    def load(cls, path: Path) -> AgentConfig:
+        """Read and validate an agent configuration file.
+
+        Raises:
+            ValidationError: the file is missing, not TOML, or a key is invalid
+                (the message names the key).
+        """
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ValidationError(f"cannot read agent configuration {path}: {e}") from e
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ValidationError(f"{path} is not valid TOML: {e}") from e
+        return cls.from_dict(data, base_dir=path.parent)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, base_dir: Path) -> AgentConfig:
+        """Validate parsed TOML; relative paths are resolved against ``base_dir``.
+
+        Raises:
+            ValidationError: a key is missing, unknown or of the wrong type.
+        """
+        top = _Table(data, "", base_dir)
+        top.only(
+            "server_url",
+            "device_type",
+            "state_dir",
+            "trusted_keys",
+            "identity",
+            "attributes",
+            "poll_interval",
+            "long_poll",
+            "enrollment_token",
+            "bootloader",
+            "slots",
+            "health",
+            "reboot",
+            "limits",
+        )
+        server_url = top.string("server_url")
+        if not server_url.startswith(("http://", "https://")):
+            raise ValidationError("server_url must start with http:// or https://")
+        identity = top.str_map("identity")
+        if not identity:
+            raise ValidationError("identity must have at least one attribute (e.g. serial)")
+        long_poll = top.integer("long_poll", 25)
+        if not 0 <= long_poll <= 60:
+            raise ValidationError("long_poll must be between 0 and 60 seconds")
+        poll_interval = top.number("poll_interval", 30.0)
+        if poll_interval < 0:
+            raise ValidationError("poll_interval must not be negative")
+        trusted = top.paths("trusted_keys")
+        if not trusted:
+            raise ValidationError("trusted_keys must list at least one vendor public key")
+
+        boot = top.table("bootloader")
+        boot.only("type", "env_file")
+        boot_type = boot.string("type", "simulated")
+        if boot_type not in BOOTLOADER_TYPES:
+            raise ValidationError(
+                f"bootloader.type {boot_type!r} is not supported (one of {BOOTLOADER_TYPES})"
+            )
+        env_file = boot.path("env_file") if boot_type == "simulated" else boot.opt_path("env_file")
+
+        slots = top.table("slots")
+        slots.only(*SLOT_NAMES)
+        health = top.table("health", required=False)
+        health.only("commands", "timeout")
+        reboot = top.table("reboot", required=False)
+        reboot.only("command")
+        limits = top.table("limits", required=False)
+        limits.only(*(f.name for f in fields(AgentLimits)))
+        limit_values: dict[str, Any] = {}
+        for f in fields(AgentLimits):
+            if f.name in limits.keys():  # noqa: SIM118 (a _Table, not a dict)
+                limit_values[f.name] = (
+                    limits.integer(f.name, 0)
+                    if isinstance(f.default, int)
+                    else limits.number(f.name, None)
+                )
+
+        return cls(
+            server_url=server_url.rstrip("/"),
+            device_type=top.string("device_type"),
+            state_dir=top.path("state_dir"),
+            trusted_keys=trusted,
+            identity=identity,
+            attributes=top.str_map("attributes", required=False),
+            poll_interval=poll_interval,
+            long_poll=long_poll,
+            enrollment_token=top.opt_string("enrollment_token"),
+            bootloader=BootloaderConfig(type=boot_type, env_file=env_file),
+            slots=SlotsConfig(a=slots.path("a"), b=slots.path("b")),
+            health=HealthConfig(
+                commands=health.argv_list("commands"), timeout=health.number("timeout", 30.0)
+            ),
+            reboot=RebootConfig(command=reboot.argv("command", ("reboot",))),
+            limits=AgentLimits(**limit_values),
+        )
+
+    def to_toml(self) -> str:
+        """Render this configuration as TOML that :meth:`load` reads back."""
+        lines = [
+            f"server_url = {_q(self.server_url)}",
+            f"device_type = {_q(self.device_type)}",
+            f"state_dir = {_q(str(self.state_dir))}",
+            f"trusted_keys = [{', '.join(_q(str(p)) for p in self.trusted_keys)}]",
+            f"poll_interval = {float(self.poll_interval)!r}",
+            f"long_poll = {self.long_poll}",
+        ]
+        if self.enrollment_token is not None:
+            lines.append(f"enrollment_token = {_q(self.enrollment_token)}")
+        lines += ["", "[identity]", *(f"{_q(k)} = {_q(v)}" for k, v in self.identity.items())]
+        lines += ["", "[attributes]", *(f"{_q(k)} = {_q(v)}" for k, v in self.attributes.items())]
+        lines += ["", "[bootloader]", f"type = {_q(self.bootloader.type)}"]
+        if self.bootloader.env_file is not None:
+            lines.append(f"env_file = {_q(str(self.bootloader.env_file))}")
+        lines += ["", "[slots]", f"a = {_q(str(self.slots.a))}", f"b = {_q(str(self.slots.b))}"]
+        commands = ", ".join(_argv(c) for c in self.health.commands)
+        lines += ["", "[health]", f"commands = [{commands}]"]
+        lines.append(f"timeout = {float(self.health.timeout)!r}")
+        lines += ["", "[reboot]", f"command = {_argv(self.reboot.command)}", "", "[limits]"]
+        lines += [f"{f.name} = {getattr(self.limits, f.name)!r}" for f in fields(AgentLimits)]
+        return "\n".join(lines) + "\n"
+
+
+def _q(text: str) -> str:
+    # JSON string escapes are a subset of TOML basic-string escapes.
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _argv(argv: tuple[str, ...]) -> str:
+    return "[" + ", ".join(_q(a) for a in argv) + "]"
+
+
+class _Table:
+    """A TOML table being validated; every error names the dotted key."""
+
+    def __init__(self, data: object, prefix: str, base_dir: Path) -> None:
+        if not isinstance(data, dict):
+            raise ValidationError(f"{prefix.rstrip('.') or 'configuration'} must be a table")
+        self._data: dict[str, Any] = data
+        self._prefix = prefix
+        self._base = base_dir
+
+    def _key(self, key: str) -> str:
+        return f"{self._prefix}{key}"
+
+    def keys(self) -> list[str]:
+        return list(self._data)
+
+    def only(self, *allowed: str) -> None:
+        unknown = sorted(set(self._data) - set(allowed))
+        if unknown:
+            raise ValidationError(f"unknown configuration key {self._key(unknown[0])!r}")
+
+    def _get(self, key: str, required: bool) -> Any:
+        if key not in self._data:
+            if required:
+                raise ValidationError(f"missing configuration key {self._key(key)!r}")
+            return None
+        return self._data[key]
+
+    def table(self, key: str, *, required: bool = True) -> _Table:
+        value = self._get(key, required)
+        return _Table({} if value is None else value, f"{self._key(key)}.", self._base)
+
+    def string(self, key: str, default: str | None = None) -> str:
+        value = self._get(key, default is None)
+        if value is None:
+            assert default is not None
+            return default
+        if not isinstance(value, str) or not value:
+            raise ValidationError(f"{self._key(key)} must be a non-empty string")
+        return value
+
+    def opt_string(self, key: str) -> str | None:
+        value = self._get(key, False)
+        if value is not None and not isinstance(value, str):
+            raise ValidationError(f"{self._key(key)} must be a string")
+        return value
+
+    def number(self, key: str, default: float | None) -> float:
+        value = self._get(key, default is None)
+        if value is None:
+            assert default is not None
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValidationError(f"{self._key(key)} must be a number")
+        return float(value)
+
+    def integer(self, key: str, default: int) -> int:
+        value = self._get(key, False)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationError(f"{self._key(key)} must be an integer")
+        return value
+
+    def path(self, key: str) -> Path:
+        return self._base / self.string(key)
+
+    def opt_path(self, key: str) -> Path | None:
+        value = self.opt_string(key)
+        return None if value is None else self._base / value
+
+    def paths(self, key: str) -> list[Path]:
+        value = self._get(key, True)
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise ValidationError(f"{self._key(key)} must be a list of file paths")
+        return [self._base / v for v in value]
+
+    def str_map(self, key: str, *, required: bool = True) -> dict[str, str]:
+        value = self._get(key, required)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValidationError(f"{self._key(key)} must be a table of strings")
+        for k, v in value.items():
+            if not isinstance(v, str):
+                raise ValidationError(f"{self._key(key)}.{k} must be a string")
+        return dict(value)
+
+    def argv(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self._get(key, False)
+        if value is None:
+            return default
+        if not isinstance(value, list) or not value or not all(isinstance(a, str) for a in value):
+            raise ValidationError(f"{self._key(key)} must be a non-empty list of strings (argv)")
+        return tuple(value)
+
+    def argv_list(self, key: str) -> tuple[tuple[str, ...], ...]:
+        value = self._get(key, False)
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise ValidationError(f"{self._key(key)} must be a list of commands (argv lists)")
+        out: list[tuple[str, ...]] = []
+        for i, argv in enumerate(value):
+            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+                raise ValidationError(
+                    f"{self._key(key)}[{i}] must be a non-empty list of strings (argv)"
+                )
+            out.append(tuple(argv))
+        return tuple(out)
+
+
+__all__ = [
+    "BOOTLOADER_TYPES",
+    "AgentConfig",
+    "AgentLimits",
+    "BootloaderConfig",
+    "HealthConfig",
+    "RebootConfig",
+    "SlotsConfig",
+]

@@ -1,0 +1,720 @@
+"""The update state machine: check, download, verify, install, reboot, commit.
+
+One :meth:`Agent.step` is one poll cycle. The states, and what the device
+reports to the server on the way (``docs/device-api.md``)::
+
+    IDLE --GET /next--> offer
+      | same version as the running slot  -> report already-installed, IDLE
+      | bad signature / incompatible /
+      |   downgrade refused               -> report failure, IDLE (no slot touched)
+      v
+    DOWNLOADING  (report downloading + progress; checkpoint every few MiB)
+      | stream into the inactive slot; a broken connection resumes later
+      | from the last checkpoint; hash mismatch -> report failure, IDLE
+      | 409 deployment_aborted             -> cancel, IDLE
+      v
+    INSTALLED    (report installing; an abort is still honoured here)
+      | arm_trial(inactive slot)
+      v
+    ARMED        (report rebooting)  -> step() returns REBOOT_REQUIRED
+      |
+    [reboot: the bootloader tries the new slot under its boot counter]
+      |
+      +-- the new slot never comes up: after ``bootlimit`` tries the
+      |   bootloader boots the old slot -> report failure rolled_back, IDLE
+      v
+    TESTING      (running from the new slot: health checks)
+      |-- all pass  -> COMMITTING: commit(), record the new version,
+      |                report success, send inventory, IDLE (UPDATED)
+      '-- one fails -> ROLLING_BACK: rollback(), REBOOT_REQUIRED
+                         [reboot into the old slot]
+                         -> report failure rolled_back with the log tail,
+                            send inventory, IDLE (ROLLED_BACK)
+
+Crash safety: every phase is written to the journal *before* its side
+effect is assumed done, and a fresh :class:`Agent` decides what to do from
+the journal phase *and* what the bootloader says (running slot, trial
+armed or not). So a kill or power cut at any transition either resumes the
+update or rolls it back, and the device always has a committed slot to
+boot. Status reports are journaled as ``pending_report`` first and re-sent
+after a crash (the server ignores exact repeats).
+
+``on_transition`` is a test hook: it is called with a transition name
+(:data:`TRANSITIONS`) right after that transition's journal write and side
+effect; tests raise from it to simulate a power cut at exactly that point.
+
+:func:`run_agent` is the supervisor: it runs an :class:`Agent` until it
+needs a reboot, reboots (the simulated bootloader boots in process; a real
+device runs ``reboot.command``), and starts a *fresh* :class:`Agent` from
+disk.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Final
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fleetcast.agent.bootloader import Bootloader, make_bootloader, other_slot, simulate_boot
+from fleetcast.agent.client import DeviceApi, DeviceClient, backoff_delay
+from fleetcast.agent.config import AgentConfig
+from fleetcast.agent.health import run_health_checks
+from fleetcast.agent.identity import load_or_create_device_key
+from fleetcast.agent.install import Installer, InstallProgress
+from fleetcast.agent.journal import (
+    AddressedReport,
+    Journal,
+    JournalState,
+    Phase,
+    ResumePoint,
+    UpdateInProgress,
+)
+from fleetcast.agent.slots import InstalledArtifacts, SlotContent
+from fleetcast.core.signing import public_key_from_pem
+from fleetcast.core.wire import DeviceUpdateStatus, Inventory, StatusReport, UpdateOffer
+from fleetcast.exceptions import (
+    DeviceStateError,
+    FleetcastError,
+    InvalidDataError,
+    ServerResponseError,
+    TransportError,
+    UsageError,
+    ValidationError,
+)
+
+logger = logging.getLogger("fleetcast.agent")
+
+TransitionHook = Callable[[str], None]
+
+TRANSITIONS: Final = (
+    "download-started",  # journal DOWNLOADING written; nothing written to the slot yet
+    "reported-downloading",
+    "checkpoint",  # slot synced, resume point journaled
+    "installed",  # slot complete and verified; journal INSTALLED
+    "reported-installing",
+    "armed",  # bootloader armed for the new slot; journal ARMED
+    "reported-rebooting",
+    "trial-started",  # booted into the new slot; journal TESTING
+    "health-passed",  # journal COMMITTING
+    "committed",  # bootloader committed the new slot
+    "installed-recorded",  # slot record names the new version
+    "update-finished",  # journal IDLE with the success report pending
+    "reported-success",
+    "health-failed",  # journal ROLLING_BACK
+    "rollback-armed",  # bootloader points back at the old slot
+    "rolled-back",  # booted into the old slot; journal IDLE with the failure pending
+    "reported-failure",
+    "update-failed",  # refused or failed before arming; journal IDLE, failure pending
+    "reported-already-installed",
+    "update-aborted",  # deployment aborted before arming; journal IDLE
+    "update-already-installed",  # journal IDLE with already-installed pending
+    "download-interrupted",  # connection lost; attempts counted, resume later
+    "report-dropped",  # the server refused a report for good (conflict, not found)
+    "journal-reset",  # the journal was unreadable; started over from the committed slot
+)
+
+
+class StepResult(enum.StrEnum):
+    """What one :meth:`Agent.step` achieved."""
+
+    IDLE = "idle"
+    """Nothing to do (the server has no update for this device)."""
+    PENDING = "pending"
+    """The server has not accepted this device yet; try again later."""
+    REJECTED = "rejected"
+    """The server rejected or decommissioned this device; stop."""
+    RETRY = "retry"
+    """The server could not be reached or an update was interrupted; retry after backoff."""
+    REBOOT_REQUIRED = "reboot-required"
+    """A trial boot (or a rollback) is armed; the device must reboot now."""
+    UPDATED = "updated"
+    """The new version passed its health checks and is committed."""
+    ROLLED_BACK = "rolled-back"
+    """The new version failed; the device runs its previous version again."""
+    FAILED = "failed"
+    """The update was refused or failed before the trial boot; nothing changed."""
+    ALREADY_INSTALLED = "already-installed"
+    """The offered version is the one running."""
+    ABORTED = "aborted"
+    """The operator aborted the deployment before the trial boot was armed."""
+    STOPPED = "stopped"
+    """:meth:`Agent.run` was asked to stop."""
+
+
+class _DeploymentAbortedError(Exception):
+    """Internal signal: the server answered 409 deployment_aborted before arming."""
+
+
+def _load_trusted_keys(paths: list[Path]) -> list[Ed25519PublicKey]:
+    keys = []
+    for path in paths:
+        try:
+            keys.append(public_key_from_pem(path.read_bytes()))
+        except OSError as e:
+            raise UsageError(f"cannot read trusted key {path}: {e}") from e
+        except ValidationError as e:
+            raise UsageError(f"trusted key {path} is not an Ed25519 public key: {e}") from e
+    return keys
+
+
+class Agent:
+    """The device agent: one instance per boot of the device.
+
+    All state that matters is on disk (journal, slot record, bootloader
+    environment, device key), so a new instance continues where an old one
+    was killed.
+
+    Args:
+        config: the agent configuration.
+        client: the device-API client (default: :class:`DeviceClient` over HTTP).
+        bootloader: the A/B backend (default: from ``config.bootloader``).
+        on_transition: test hook called with each transition name.
+
+    Raises:
+        UsageError: a trusted key cannot be loaded.
+        DeviceStateError: the state directory or device key is unusable.
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        client: DeviceApi | None = None,
+        bootloader: Bootloader | None = None,
+        on_transition: TransitionHook | None = None,
+    ) -> None:
+        self.config = config
+        try:
+            config.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DeviceStateError(f"cannot create state directory {config.state_dir}: {e}") from e
+        self.trusted_keys = _load_trusted_keys(config.trusted_keys)
+        key = load_or_create_device_key(config.state_dir)
+        self.client: DeviceApi = client if client is not None else DeviceClient(config, key)
+        self.bootloader = (
+            bootloader if bootloader is not None else make_bootloader(config.bootloader)
+        )
+        self.journal = Journal(config.state_dir)
+        self.installed = InstalledArtifacts(config.state_dir)
+        self.state = self.journal.load()
+        self._hook = on_transition
+        self._started = False
+        self._inventory_sent = False
+        self._etag: str | None = None
+
+    def close(self) -> None:
+        """Close the connection to the server."""
+        self.client.close()
+
+    # ------------------------------------------------------------------ journal helpers
+
+    def _log(self, line: str) -> None:
+        logger.info("%s", line)
+        self.state = self.state.logged(line, max_lines=self.config.limits.max_log_lines)
+
+    def _transition(self, name: str, state: JournalState | None = None) -> None:
+        if state is not None:
+            self.state = state
+        self.journal.save(self.state)
+        if self._hook is not None:
+            self._hook(name)
+
+    def _event(self, name: str) -> None:
+        """A side effect happened that the journal already anticipates."""
+        if self._hook is not None:
+            self._hook(name)
+
+    @property
+    def _update(self) -> UpdateInProgress:
+        if self.state.update is None:
+            raise UsageError(f"journal phase {self.state.phase} has no update")
+        return self.state.update
+
+    def _report(self, status: DeviceUpdateStatus, **fields: object) -> AddressedReport:
+        report = StatusReport(status, **fields)  # type: ignore[arg-type]
+        return AddressedReport(self._update.deployment_id, report)
+
+    def _failure(self, message: str, *, rolled_back: bool) -> AddressedReport:
+        return self._report(
+            DeviceUpdateStatus.FAILURE,
+            message=message,
+            log_tail=self.state.log[-self.config.limits.max_log_lines :],
+            rolled_back=rolled_back,
+        )
+
+    def _flush_report(self) -> bool:
+        """Send the pending report; return whether nothing is pending any more.
+
+        Raises:
+            _DeploymentAbortedError: the deployment was aborted and the update
+                can still be cancelled (not armed yet).
+            ServerResponseError: ``device_pending`` / ``device_rejected``.
+        """
+        pending = self.state.pending_report
+        if pending is None:
+            return True
+        try:
+            self.client.report_status(pending.deployment_id, pending.report)
+        except ServerResponseError as e:
+            if e.code in ("device_pending", "device_rejected"):
+                raise
+            if e.status_code >= 500 or e.status_code == 429:
+                self._log(f"status report {pending.report.status} not delivered yet: {e}")
+                return False
+            cancellable = self.state.phase in (Phase.DOWNLOADING, Phase.INSTALLED)
+            if e.code == "deployment_aborted" and cancellable:
+                raise _DeploymentAbortedError(str(e)) from e
+            # status_conflict, not_found, an abort after arming: repeating
+            # cannot change the answer, so drop the report and carry on.
+            self._log(f"server refused status report {pending.report.status}: {e}")
+            self._transition("report-dropped", replace(self.state, pending_report=None))
+            return True
+        except TransportError as e:
+            self._log(f"status report {pending.report.status} not delivered yet: {e}")
+            return False
+        self.state = replace(self.state, pending_report=None, last_report=pending)
+        self._transition(f"reported-{pending.report.status.value}")
+        return True
+
+    def _send_inventory(self) -> None:
+        active = self.bootloader.active_slot()
+        content = self.installed.get(active)
+        self.client.send_inventory(
+            Inventory(
+                device_type=self.config.device_type,
+                artifact_name=content.name if content else None,
+                artifact_version=content.version if content else None,
+                attributes={**self.config.attributes, "fleetcast_slot": active},
+            )
+        )
+        self._inventory_sent = True
+
+    def _try_inventory(self) -> None:
+        try:
+            self._send_inventory()
+        except TransportError as e:
+            self._log(f"inventory not sent yet: {e}")
+
+    # ------------------------------------------------------------------ public API
+
+    def step(self) -> StepResult:
+        """Run one poll cycle (or advance the update in progress by one stage).
+
+        Returns:
+            What happened; see :class:`StepResult`.
+
+        Raises:
+            DeviceStateError: the device cannot proceed (bootloader environment
+                or slot unusable); the update stays journaled for a later try.
+        """
+        try:
+            if not self._started:
+                self._started = True
+                startup = self._startup()
+                if startup is not None:
+                    return startup
+            if self.state.phase is not Phase.IDLE:
+                return self._advance()
+            return self._idle_step()
+        except ServerResponseError as e:
+            if e.code == "device_rejected":
+                logger.error("the server rejected this device: %s", e)
+                return StepResult.REJECTED
+            if e.code == "device_pending":
+                logger.info("waiting for an operator to accept this device")
+                return StepResult.PENDING
+            logger.warning("server refused: %s", e)
+            return StepResult.RETRY
+        except TransportError as e:
+            logger.warning("server unreachable: %s", e)
+            return StepResult.RETRY
+
+    def run(self, stop: threading.Event | None = None) -> StepResult:
+        """Step until a reboot is needed, the device is rejected, or ``stop`` is set.
+
+        Between idle polls it waits so that two polls start at least
+        ``poll_interval`` seconds apart (a long poll that the server held
+        counts towards that); after a failure it backs off exponentially.
+
+        Returns:
+            ``REBOOT_REQUIRED``, ``REJECTED`` or ``STOPPED``.
+        """
+        stop = stop if stop is not None else threading.Event()
+        limits = self.config.limits
+        failures = 0
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                result = self.step()
+            except FleetcastError as e:
+                logger.error("agent step failed: %s", e)
+                result = StepResult.RETRY
+            if result in (StepResult.REBOOT_REQUIRED, StepResult.REJECTED):
+                return result
+            if result is StepResult.RETRY:
+                failures += 1
+                delay = backoff_delay(
+                    failures, base=limits.backoff_base, cap=limits.backoff_cap, rng=random.random
+                )
+            else:
+                failures = 0
+                delay = 0.0
+                if result in (StepResult.IDLE, StepResult.PENDING):
+                    delay = max(0.0, self.config.poll_interval - (time.monotonic() - started))
+            stop.wait(delay)
+        return StepResult.STOPPED
+
+    # ------------------------------------------------------------------ startup and idle
+
+    def _startup(self) -> StepResult | None:
+        if self.journal.problem is not None:
+            # Without a journal we cannot know what the trial was for, so we
+            # cannot vouch for it: keep (or go back to) the committed slot.
+            message = self.journal.problem
+            reboot = False
+            if self.bootloader.in_trial():
+                committed = self.bootloader.committed_slot()
+                self.bootloader.rollback()
+                reboot = self.bootloader.active_slot() != committed
+                message += f"; abandoned the trial boot, keeping committed slot {committed}"
+            else:
+                message += f"; keeping committed slot {self.bootloader.committed_slot()}"
+            logger.warning("%s", message)
+            self._transition(
+                "journal-reset",
+                JournalState().logged(message, max_lines=self.config.limits.max_log_lines),
+            )
+            if reboot:
+                return StepResult.REBOOT_REQUIRED
+        if self.installed.problem is not None:
+            self._log(self.installed.problem)
+        return None
+
+    def _idle_step(self) -> StepResult:
+        if not self._flush_report():
+            return StepResult.RETRY
+        if not self._inventory_sent:
+            self._send_inventory()
+        answer = self.client.next_update(wait=self.config.long_poll, etag=self._etag)
+        if answer.offer is None:
+            self._etag = answer.etag
+            return StepResult.IDLE
+        # Forget the ETag of an answer that carried an offer: a later 304 must
+        # mean "still nothing to do", never "the same offer as before".
+        self._etag = None
+        return self._handle_offer(answer.offer)
+
+    def _installer(self) -> Installer:
+        installer = Installer(
+            device_type=self.config.device_type,
+            trusted_keys=self.trusted_keys,
+            limits=self.config.limits,
+            checkpoint=self._checkpoint,
+            progress=self._progress,
+        )
+        return installer
+
+    def _handle_offer(self, offer: UpdateOffer) -> StepResult:
+        last = self.state.last_report
+        if (
+            last is not None
+            and last.deployment_id == offer.deployment_id
+            and last.report.status.terminal
+        ):
+            # We finished this deployment but the server still offers it:
+            # our final report was lost. Repeat it (the server ignores repeats).
+            self.state = replace(self.state, pending_report=last)
+            self._flush_report()
+            return StepResult.IDLE
+        installer = self._installer()
+        active = self.bootloader.active_slot()
+        running = self.installed.get(active)
+        manifest = offer.manifest.manifest
+        what = f"{manifest.name} {manifest.version} (deployment {offer.deployment_id})"
+        update = UpdateInProgress(offer, other_slot(active), active, running)
+        try:
+            installer.verify_signature(offer)
+            if installer.is_same_version(manifest, running):
+                self._log(f"{what} is already installed in slot {active}")
+                self.state = replace(
+                    self.state,
+                    pending_report=AddressedReport(
+                        offer.deployment_id, StatusReport(DeviceUpdateStatus.ALREADY_INSTALLED)
+                    ),
+                )
+                self._transition("update-already-installed")
+                self._flush_report()
+                return StepResult.ALREADY_INSTALLED
+            installer.check_offer(offer, running)
+        except InvalidDataError as e:
+            self._log(f"refused {what}: {e}")
+            report = AddressedReport(
+                offer.deployment_id,
+                StatusReport(
+                    DeviceUpdateStatus.FAILURE,
+                    message=str(e),
+                    log_tail=self.state.log[-self.config.limits.max_log_lines :],
+                ),
+            )
+            self._transition("update-failed", replace(self.state, pending_report=report))
+            self._flush_report()
+            return StepResult.FAILED
+        self.state = replace(self.state, phase=Phase.DOWNLOADING, update=update)
+        self._log(f"installing {what} into slot {update.target_slot}")
+        self.state = replace(
+            self.state,
+            pending_report=self._report(DeviceUpdateStatus.DOWNLOADING, progress=0),
+        )
+        self._transition("download-started")
+        return self._advance()
+
+    # ------------------------------------------------------------------ the update
+
+    def _advance(self) -> StepResult:
+        """Continue the journaled update from what the journal and bootloader say."""
+        try:
+            return self._advance_unguarded()
+        except _DeploymentAbortedError as e:
+            self._log(f"deployment aborted by the operator before the trial boot: {e}")
+            self._transition(
+                "update-aborted",
+                replace(self.state, phase=Phase.IDLE, update=None, pending_report=None),
+            )
+            return StepResult.ABORTED
+
+    def _advance_unguarded(self) -> StepResult:
+        phase, update = self.state.phase, self._update
+        target, previous = update.target_slot, update.previous_slot
+        if phase is Phase.DOWNLOADING:
+            if self.bootloader.in_trial():
+                # Never leave a trial armed for a slot that is being rewritten.
+                self.bootloader.rollback()
+            return self._download()
+        active = self.bootloader.active_slot()
+        in_trial = self.bootloader.in_trial()
+        if phase is Phase.INSTALLED and active == previous:
+            return self._arm()
+        if phase is Phase.ROLLING_BACK:
+            if active == target:
+                self.bootloader.rollback()
+                self._event("rollback-armed")
+                return StepResult.REBOOT_REQUIRED
+            if in_trial:
+                self.bootloader.rollback()
+            return self._finish_rolled_back(
+                f"health checks failed on slot {target}; back on slot {previous}"
+            )
+        if active == previous:
+            if in_trial:
+                # Armed, but the reboot has not happened yet.
+                if not self._flush_report():
+                    self._log("rebooting without having reported it")
+                return StepResult.REBOOT_REQUIRED
+            return self._finish_rolled_back(
+                f"slot {target} did not boot; the bootloader went back to slot {previous}"
+            )
+        # Running from the new slot.
+        if phase is Phase.COMMITTING or not in_trial:
+            return self._commit()
+        return self._test()
+
+    def _checkpoint(self, point: ResumePoint) -> None:
+        update = replace(self._update, resume=point)
+        self._transition("checkpoint", replace(self.state, update=update))
+        total = self._update.offer.manifest.manifest.payloads[0].size
+        percent = min(99, point.output * 100 // total) if total else 99
+        try:
+            self.client.report_status(
+                update.deployment_id,
+                StatusReport(DeviceUpdateStatus.DOWNLOADING, progress=percent),
+            )
+        except ServerResponseError as e:
+            if e.code == "deployment_aborted":
+                raise _DeploymentAbortedError(str(e)) from e
+            logger.info("progress report refused: %s", e)
+        except TransportError as e:
+            # Progress is best effort: the download itself will tell if the
+            # server is really gone.
+            logger.info("progress report not delivered: %s", e)
+
+    def _progress(self, progress: InstallProgress) -> None:
+        logger.debug("installed %d of %d bytes", progress.written, progress.total)
+
+    def _download(self) -> StepResult:
+        if not self._flush_report():
+            return StepResult.RETRY
+        update = self._update
+        offer = update.offer
+        # The slot is about to change: it holds no known artifact any more.
+        self.installed.set(update.target_slot, None)
+        target = self.config.slots.path(update.target_slot)
+        installer = self._installer()
+        try:
+            installer.install(
+                offer, target, self.client.artifact_source(offer), resume=update.resume
+            )
+        except TransportError as e:
+            update = replace(self._update, download_attempts=self._update.download_attempts + 1)
+            self._log(f"download interrupted (attempt {update.download_attempts}): {e}")
+            if update.download_attempts >= self.config.limits.max_download_attempts:
+                return self._fail(f"download failed {update.download_attempts} times: {e}")
+            self._transition("download-interrupted", replace(self.state, update=update))
+            return StepResult.RETRY
+        except (InvalidDataError, DeviceStateError) as e:
+            self._log(f"install into slot {update.target_slot} failed: {e}")
+            return self._fail(str(e))
+        self._log(f"slot {update.target_slot} holds the verified image")
+        self.state = replace(
+            self.state,
+            phase=Phase.INSTALLED,
+            update=replace(self._update, resume=None),
+            pending_report=self._report(DeviceUpdateStatus.INSTALLING, progress=100),
+        )
+        self._transition("installed")
+        return self._arm()
+
+    def _fail(self, message: str) -> StepResult:
+        report = self._failure(message, rolled_back=False)
+        self._transition(
+            "update-failed",
+            replace(self.state, phase=Phase.IDLE, update=None, pending_report=report),
+        )
+        self._flush_report()
+        return StepResult.FAILED
+
+    def _arm(self) -> StepResult:
+        # "installing" must reach the server before arming: an abort
+        # answered here still cancels the update.
+        if not self._flush_report():
+            return StepResult.RETRY
+        update = self._update
+        self.bootloader.arm_trial(update.target_slot)
+        self._log(f"trial boot of slot {update.target_slot} armed")
+        self.state = replace(
+            self.state, phase=Phase.ARMED, pending_report=self._report(DeviceUpdateStatus.REBOOTING)
+        )
+        self._transition("armed")
+        self._flush_report()
+        return StepResult.REBOOT_REQUIRED
+
+    def _test(self) -> StepResult:
+        update = self._update
+        manifest = update.offer.manifest.manifest
+        self._log(f"booted slot {update.target_slot} on trial; running health checks")
+        self._transition("trial-started", replace(self.state, phase=Phase.TESTING))
+        result = run_health_checks(
+            self.config.health.commands,
+            timeout=self.config.health.timeout,
+            env={
+                "FLEETCAST_SLOT": update.target_slot,
+                "FLEETCAST_SLOT_PATH": str(self.config.slots.path(update.target_slot)),
+                "FLEETCAST_ARTIFACT_NAME": manifest.name,
+                "FLEETCAST_ARTIFACT_VERSION": manifest.version,
+            },
+        )
+        for line in result.log:
+            self._log(line)
+        if result.ok:
+            self._transition("health-passed", replace(self.state, phase=Phase.COMMITTING))
+            return self._commit()
+        self._log(f"rolling back to slot {update.previous_slot}")
+        self._transition("health-failed", replace(self.state, phase=Phase.ROLLING_BACK))
+        self.bootloader.rollback()
+        self._event("rollback-armed")
+        return StepResult.REBOOT_REQUIRED
+
+    def _commit(self) -> StepResult:
+        update = self._update
+        manifest = update.offer.manifest.manifest
+        self.bootloader.commit()
+        self._event("committed")
+        self.installed.set(update.target_slot, SlotContent(manifest.name, manifest.version))
+        self._event("installed-recorded")
+        self._log(f"committed slot {update.target_slot}: {manifest.name} {manifest.version}")
+        report = self._report(DeviceUpdateStatus.SUCCESS, progress=100)
+        self._transition(
+            "update-finished",
+            replace(self.state, phase=Phase.IDLE, update=None, pending_report=report),
+        )
+        self._inventory_sent = False
+        self._flush_report()
+        self._try_inventory()
+        return StepResult.UPDATED
+
+    def _finish_rolled_back(self, message: str) -> StepResult:
+        self._log(message)
+        report = self._failure(message, rolled_back=True)
+        self._transition(
+            "rolled-back",
+            replace(self.state, phase=Phase.IDLE, update=None, pending_report=report),
+        )
+        self._inventory_sent = False
+        self._flush_report()
+        self._try_inventory()
+        return StepResult.ROLLED_BACK
+
+
+def run_agent(
+    config: AgentConfig,
+    stop: threading.Event | None = None,
+    *,
+    client_factory: Callable[[AgentConfig], DeviceApi] | None = None,
+    on_transition: TransitionHook | None = None,
+) -> StepResult:
+    """Supervise the agent across reboots until it is stopped or rejected.
+
+    Each boot gets a fresh :class:`Agent` built from disk. With the simulated
+    bootloader a reboot is :func:`simulate_boot` in process; on a real device
+    ``reboot.command`` runs and this function waits for the system to go down.
+
+    Args:
+        config: the agent configuration.
+        stop: set it to stop (the current step finishes first).
+        client_factory: builds the device-API client (default: HTTP).
+        on_transition: test hook passed to every :class:`Agent`.
+
+    Returns:
+        ``STOPPED`` or ``REJECTED``.
+
+    Raises:
+        DeviceStateError: the device cannot boot or its state is unusable.
+        UsageError: the configuration cannot be used (bad trusted key).
+    """
+    stop = stop if stop is not None else threading.Event()
+    while not stop.is_set():
+        agent = Agent(
+            config,
+            client=client_factory(config) if client_factory is not None else None,
+            on_transition=on_transition,
+        )
+        try:
+            result = agent.run(stop)
+        finally:
+            agent.close()
+        if result is not StepResult.REBOOT_REQUIRED:
+            return result
+        if config.bootloader.type == "simulated":
+            assert config.bootloader.env_file is not None
+            slot = simulate_boot(config.bootloader.env_file)
+            logger.info("simulated reboot: running slot %s", slot)
+            continue
+        logger.info("rebooting: %s", " ".join(config.reboot.command))
+        completed = subprocess.run(list(config.reboot.command), check=False)
+        if completed.returncode != 0:
+            raise DeviceStateError(
+                f"reboot command {' '.join(config.reboot.command)} exited {completed.returncode}"
+            )
+        stop.wait()  # the system is going down; nothing more to do in this process
+    return StepResult.STOPPED
+
+
+__all__ = ["TRANSITIONS", "Agent", "StepResult", "TransitionHook", "run_agent"]
