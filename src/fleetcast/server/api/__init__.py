@@ -1,0 +1,1 @@
+"""The HTTP layer: dependencies, error handlers, schemas and one router per resource."""

@@ -1,0 +1,72 @@
+"""Request dependencies, as ``Annotated`` types routes declare in their signatures.
+
+Every dependency that touches the database ends before the response is
+sent (``scope="function"``): a download or a long-poll must not hold a
+database connection, let alone SQLite's write lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from fleetcast.server.db.models import AdminToken, Device
+from fleetcast.server.runtime import ServerState
+from fleetcast.server.services.admission import device_for_token
+from fleetcast.server.services.credentials import check_admin_token
+
+_admin_bearer = HTTPBearer(
+    auto_error=False, scheme_name="AdminToken", description="Admin API token"
+)
+_device_bearer = HTTPBearer(
+    auto_error=False, scheme_name="DeviceToken", description="Device token from POST /auth"
+)
+
+
+def get_state(request: Request) -> ServerState:
+    return cast("ServerState", request.app.state.fleetcast)
+
+
+State = Annotated[ServerState, Depends(get_state)]
+
+
+async def get_session(state: State) -> AsyncIterator[AsyncSession]:
+    async with state.db.sessions() as session:
+        yield session
+
+
+Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+async def current_admin(
+    session: Session,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
+) -> AdminToken:
+    """The admin token of the request (raises UnauthorizedError without a valid one)."""
+    token = await check_admin_token(session, credentials.credentials if credentials else None)
+    # End the read transaction now: the route opens its own.
+    await session.commit()
+    return token
+
+
+Admin = Annotated[AdminToken, Depends(current_admin, scope="function")]
+
+
+async def current_device(
+    session: Session,
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_device_bearer)],
+) -> Device:
+    """The accepted device of the request (raises UnauthorizedError / DeviceRejectedError)."""
+    device = await device_for_token(
+        session, state.admission.signer, credentials.credentials if credentials else None
+    )
+    await session.commit()
+    return device
+
+
+CurrentDevice = Annotated[Device, Depends(current_device, scope="function")]

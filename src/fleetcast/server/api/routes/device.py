@@ -1,0 +1,181 @@
+"""The native device API, ``/api/device/v1`` (contract: ``docs/device-api.md``)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Annotated, Any, Final
+
+import pydantic
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
+
+from fleetcast.core.wire import Inventory, StatusReport, UpdateOffer
+from fleetcast.server.api.deps import CurrentDevice, Session, State
+from fleetcast.server.api.schemas import (
+    AuthRequestIn,
+    AuthResponseOut,
+    ErrorResponse,
+    InventoryIn,
+    NextUpdateOut,
+    StatusReportIn,
+)
+from fleetcast.server.errors import NotFoundError
+from fleetcast.server.services import admission, artifacts, devices, updates
+
+router = APIRouter(
+    prefix="/api/device/v1",
+    tags=["device"],
+    responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}},
+)
+
+#: Longest wait between two database checks of a long-poll, notification or not.
+RECHECK_SECONDS: Final = 1.0
+SIGNATURE_HEADER: Final = "X-Fleetcast-Signature"
+
+
+@router.post(
+    "/auth",
+    response_model=AuthResponseOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": AuthRequestIn.model_json_schema()}},
+        },
+        "parameters": [
+            {
+                "name": SIGNATURE_HEADER,
+                "in": "header",
+                "required": True,
+                "description": "hex ed25519 signature of the exact body bytes by public_key",
+                "schema": {"type": "string"},
+            }
+        ],
+    },
+)
+async def authenticate(request: Request, session: Session, state: State) -> AuthResponseOut:
+    """Authenticate a device; accepted devices get a short-lived bearer token."""
+    # The signature covers the exact bytes, so the body is read raw, not parsed by FastAPI.
+    body = await request.body()
+    try:
+        AuthRequestIn.model_validate_json(body)
+    except pydantic.ValidationError as e:
+        errors = [{**err, "loc": ("body", *err.get("loc", ()))} for err in e.errors()]
+        raise RequestValidationError(errors) from e
+    response = await admission.authenticate(
+        session, body, request.headers.get(SIGNATURE_HEADER), state.admission
+    )
+    return AuthResponseOut(**response.to_dict())
+
+
+@router.put("/inventory", status_code=204)
+async def put_inventory(body: InventoryIn, device: CurrentDevice, session: Session) -> None:
+    """Store the device's type, installed artifact and attributes."""
+    await devices.update_inventory(session, device, Inventory.from_dict(body.model_dump()))
+
+
+def _encode(offer: UpdateOffer | None) -> tuple[bytes, str]:
+    answer: dict[str, Any] = {"update": offer.to_dict() if offer else None}
+    body = json.dumps(answer, sort_keys=True, separators=(",", ":")).encode()
+    return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    candidates = {c.strip().removeprefix("W/") for c in header.split(",")}
+    return etag in candidates or "*" in candidates
+
+
+@router.get(
+    "/next",
+    response_model=NextUpdateOut,
+    responses={304: {"description": "The answer still equals If-None-Match."}},
+)
+async def next_update(
+    device: CurrentDevice,
+    session: Session,
+    state: State,
+    wait: Annotated[int, Query(ge=0, le=3600, description="Long-poll up to N seconds.")] = 0,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The update to install now, or ``{"update": null}``; long-polls with ``wait``.
+
+    With ``If-None-Match`` the request is held until the answer differs from
+    that ETag; without, until there is an update. Either way at most ``wait``
+    seconds (capped by the server's ``max_long_poll``).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait, state.settings.max_long_poll)
+    public_url = state.settings.public_url
+    await devices.touch(session, device)
+    async with state.notifier.subscribe(device.id) as subscription:
+        while True:
+            offer = await updates.next_update(session, device, public_url=public_url)
+            await session.commit()  # never hold a transaction while waiting
+            body, etag = _encode(offer)
+            unchanged = _etag_matches(if_none_match, etag)
+            changed = not unchanged if if_none_match else offer is not None
+            remaining = deadline - loop.time()
+            if changed or remaining <= 0:
+                break
+            await subscription.wait(min(remaining, RECHECK_SECONDS))
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if unchanged:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+@router.get(
+    "/artifacts/{artifact_id}/download",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "Partial content (Range)"},
+        404: {"model": ErrorResponse},
+    },
+)
+async def download(
+    artifact_id: str, device: CurrentDevice, session: Session, state: State
+) -> FileResponse:
+    """The artifact file; ``Range`` and ``If-Range`` resume an interrupted download."""
+    return await artifact_file(session, state, artifact_id)
+
+
+async def artifact_file(session: Session, state: State, artifact_id: str) -> FileResponse:
+    """A ranged file response for an artifact (shared with the management API).
+
+    Raises:
+        NotFoundError: no such artifact, or its file is missing.
+    """
+    artifact = await artifacts.get_artifact(session, artifact_id)
+    await session.commit()
+    if not await state.blobs.exists(artifact.blob_key):
+        raise NotFoundError(f"the file of artifact {artifact_id} is missing from the blob store")
+    return FileResponse(
+        state.blobs.path(artifact.blob_key),
+        media_type="application/octet-stream",
+        filename=f"{artifact.name}-{artifact.version}.fca",
+        # Content-addressed: the sha256 is a strong validator for If-Range.
+        headers={"ETag": f'"{artifact.sha256}"'},
+    )
+
+
+@router.post(
+    "/deployments/{deployment_id}/status",
+    status_code=204,
+    responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
+)
+async def report_status(
+    deployment_id: str,
+    body: StatusReportIn,
+    device: CurrentDevice,
+    session: Session,
+    state: State,
+) -> None:
+    """Record one step of the device's progress; repeats are idempotent, final states final."""
+    report = StatusReport.from_dict(body.model_dump())
+    if await updates.report_status(session, device, deployment_id, report):
+        state.engine.nudge()

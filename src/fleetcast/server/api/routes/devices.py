@@ -1,0 +1,99 @@
+"""Management API: devices (``/api/v1/devices``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from fleetcast.server.api.deps import Session, current_admin
+from fleetcast.server.api.schemas import (
+    DeviceOut,
+    DevicePage,
+    ErrorResponse,
+    EventList,
+    PreauthorizeIn,
+    TagsIn,
+)
+from fleetcast.server.api.views import device_out, event_out
+from fleetcast.server.services import devices
+from fleetcast.server.states import DeviceStatus
+
+router = APIRouter(
+    prefix="/api/v1/devices",
+    tags=["devices"],
+    dependencies=[Depends(current_admin, scope="function")],
+    responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+)
+
+
+@router.get("", response_model=DevicePage)
+async def list_devices(
+    session: Session,
+    status: DeviceStatus | None = None,
+    device_type: str | None = None,
+    tag: str | None = None,
+    q: Annotated[str | None, Query(description="Substring of the identity or id.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DevicePage:
+    """Devices matching the filters, newest first."""
+    rows, total = await devices.list_devices(
+        session,
+        status=status,
+        device_type=device_type,
+        tag=tag,
+        q=q,
+        limit=limit,
+        offset=offset,
+    )
+    return DevicePage(items=[device_out(d) for d in rows], total=total)
+
+
+@router.post("/preauthorize", response_model=DeviceOut, status_code=201)
+async def preauthorize(body: PreauthorizeIn, session: Session) -> DeviceOut:
+    """Register a device's identity and key; it is accepted on first contact."""
+    device = await devices.preauthorize(session, body.identity, body.public_key, body.device_type)
+    return device_out(device)
+
+
+@router.get("/{device_id}", response_model=DeviceOut)
+async def get_device(device_id: str, session: Session) -> DeviceOut:
+    return device_out(await devices.get_device(session, device_id))
+
+
+async def _set_status(session: Session, device_id: str, status: DeviceStatus) -> DeviceOut:
+    device = await devices.set_status(
+        session, device_id, status, message=f"{status.value} by an operator"
+    )
+    return device_out(device)
+
+
+@router.post("/{device_id}/accept", response_model=DeviceOut)
+async def accept(device_id: str, session: Session) -> DeviceOut:
+    """Accept a device: its next authentication gets a token."""
+    return await _set_status(session, device_id, DeviceStatus.ACCEPTED)
+
+
+@router.post("/{device_id}/reject", response_model=DeviceOut)
+async def reject(device_id: str, session: Session) -> DeviceOut:
+    """Reject a device: it gets nothing, and its unfinished deployments end for it."""
+    return await _set_status(session, device_id, DeviceStatus.REJECTED)
+
+
+@router.post("/{device_id}/decommission", response_model=DeviceOut)
+async def decommission(device_id: str, session: Session) -> DeviceOut:
+    """Retire a device for good."""
+    return await _set_status(session, device_id, DeviceStatus.DECOMMISSIONED)
+
+
+@router.put("/{device_id}/tags", response_model=DeviceOut)
+async def set_tags(device_id: str, body: TagsIn, session: Session) -> DeviceOut:
+    """Replace the device's tags."""
+    return device_out(await devices.set_tags(session, device_id, body.tags))
+
+
+@router.get("/{device_id}/history", response_model=EventList)
+async def history(device_id: str, session: Session) -> EventList:
+    """Every status report and admission change, oldest first."""
+    return EventList(items=[event_out(e) for e in await devices.history(session, device_id)])

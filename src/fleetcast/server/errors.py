@@ -1,0 +1,137 @@
+"""The server's domain errors, each with the HTTP status and stable ``code`` it maps to.
+
+They extend :class:`fleetcast.exceptions.ApiError` (a refused request), so the
+tree drawn in ``fleetcast/exceptions.py`` still holds::
+
+    ApiError
+    └── ServerError                    base: status_code, code, details
+        ├── NotFoundError              404 not_found
+        ├── ConflictError              409 conflict
+        │   ├── StatusConflictError        409 status_conflict
+        │   └── DeploymentAbortedError     409 deployment_aborted
+        ├── RequestInvalidError        422 validation_error
+        ├── InvalidArtifactError       422 invalid_artifact
+        ├── TooLargeError              413 too_large
+        ├── UnauthorizedError          401 unauthorized
+        │   ├── DevicePendingError         401 device_pending
+        │   ├── BadSignatureError          401 bad_signature
+        │   ├── KeyMismatchError           401 key_mismatch
+        │   └── StaleRequestError          401 stale_request
+        └── DeviceRejectedError        403 device_rejected
+
+Service code raises these (never ``HTTPException``); the one handler in
+``fleetcast.server.api.errors`` turns them into the JSON error shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from fleetcast.exceptions import ApiError
+
+
+class ServerError(ApiError):
+    """A request the server refuses; subclasses fix ``status_code`` and ``code``."""
+
+    default_status: ClassVar[int] = 400
+    default_code: ClassVar[str] = "bad_request"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, status_code=self.default_status, code=self.default_code)
+        self.details = details
+
+
+class NotFoundError(ServerError):
+    """The addressed object does not exist (or is not visible to the caller)."""
+
+    default_status, default_code = 404, "not_found"
+
+
+class ConflictError(ServerError):
+    """The request contradicts the current state (duplicate, still in use, finished)."""
+
+    default_status, default_code = 409, "conflict"
+
+
+class StatusConflictError(ConflictError):
+    """A device report contradicts a final state it already reported."""
+
+    default_code = "status_conflict"
+
+
+class DeploymentAbortedError(ConflictError):
+    """The deployment was aborted; the device should stop unless it already committed."""
+
+    default_code = "deployment_aborted"
+
+
+class RequestInvalidError(ServerError):
+    """The request is well-formed JSON but its content is invalid (bad phases, empty target)."""
+
+    default_status, default_code = 422, "validation_error"
+
+
+class InvalidArtifactError(ServerError):
+    """An uploaded artifact is malformed, truncated, tampered or wrongly signed."""
+
+    default_status, default_code = 422, "invalid_artifact"
+
+
+class TooLargeError(ServerError):
+    """An upload exceeds the configured size limit."""
+
+    default_status, default_code = 413, "too_large"
+
+
+class UnauthorizedError(ServerError):
+    """No valid credentials: the caller must (re-)authenticate."""
+
+    default_status, default_code = 401, "unauthorized"
+
+
+class DevicePendingError(UnauthorizedError):
+    """The device is known but waits for an operator to accept it."""
+
+    default_code = "device_pending"
+
+
+class BadSignatureError(UnauthorizedError):
+    """The auth request signature is missing or does not verify with its public key."""
+
+    default_code = "bad_signature"
+
+
+class KeyMismatchError(UnauthorizedError):
+    """The identity is known with another public key."""
+
+    default_code = "key_mismatch"
+
+
+class StaleRequestError(UnauthorizedError):
+    """The auth request timestamp is too far from the server clock (replay guard)."""
+
+    default_code = "stale_request"
+
+
+class DeviceRejectedError(ServerError):
+    """The device was rejected or decommissioned: it gets nothing."""
+
+    default_status, default_code = 403, "device_rejected"
+
+
+__all__ = [
+    "BadSignatureError",
+    "ConflictError",
+    "DeploymentAbortedError",
+    "DevicePendingError",
+    "DeviceRejectedError",
+    "InvalidArtifactError",
+    "KeyMismatchError",
+    "NotFoundError",
+    "RequestInvalidError",
+    "ServerError",
+    "StaleRequestError",
+    "StatusConflictError",
+    "TooLargeError",
+    "UnauthorizedError",
+]

@@ -1,0 +1,86 @@
+"""Wake long-polling devices when something for them appears.
+
+The rollout code calls :meth:`Notifier.notify` with the devices whose answer
+on ``/next`` may have changed (a deployment or phase started, a pause, an
+abort). A waiting ``/next`` request holds a :meth:`Notifier.subscribe`
+subscription and re-reads the database when woken, and also at least every
+``recheck`` seconds, so a notification lost between processes (or between
+its check and its subscription) delays an answer by at most that long.
+
+This implementation is in-process. Several server processes will need one
+backed by PostgreSQL ``LISTEN/NOTIFY`` with the same interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol
+
+
+class Subscription:
+    """A device's interest in notifications; wait on it between database checks."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    async def wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; return whether a notification arrived."""
+        try:
+            async with asyncio.timeout(max(seconds, 0.0)):
+                await self._event.wait()
+        except TimeoutError:
+            return False
+        finally:
+            self._event.clear()
+        return True
+
+
+class Notifier(Protocol):
+    """Delivers "your answer may have changed" to waiting devices."""
+
+    def notify(self, device_ids: Iterable[str]) -> None:
+        """Wake every subscription of these devices."""
+        ...
+
+    def subscribe(self, device_id: str) -> AbstractAsyncContextManager[Subscription]:
+        """Subscribe for the duration of an ``async with`` block."""
+        ...
+
+
+class LocalNotifier:
+    """In-process notifier: one :class:`Subscription` per waiting request."""
+
+    def __init__(self) -> None:
+        self._waiters: defaultdict[str, set[Subscription]] = defaultdict(set)
+
+    def notify(self, device_ids: Iterable[str]) -> None:
+        for device_id in device_ids:
+            for subscription in self._waiters.get(device_id, ()):
+                subscription.wake()
+
+    def subscribe(self, device_id: str) -> AbstractAsyncContextManager[Subscription]:
+        return self._subscribe(device_id)
+
+    @asynccontextmanager
+    async def _subscribe(self, device_id: str) -> AsyncIterator[Subscription]:
+        subscription = Subscription()
+        self._waiters[device_id].add(subscription)
+        try:
+            yield subscription
+        finally:
+            waiters = self._waiters.get(device_id)
+            if waiters is not None:
+                waiters.discard(subscription)
+                if not waiters:
+                    del self._waiters[device_id]
+
+    @property
+    def waiting(self) -> int:
+        """How many devices are waiting (for tests and metrics)."""
+        return len(self._waiters)

@@ -1,0 +1,134 @@
+"""The device's loop against the server: inventory, ``/next`` (poll and long-poll), download."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+
+from fleetcast.core.wire import Inventory, UpdateOffer
+from tests.factories import BuiltArtifact
+from tests.server.harness import Server
+
+
+async def test_inventory_is_stored(server: Server) -> None:
+    [device] = await server.fleet(1)
+    response = await device.send_inventory(
+        Inventory("acme-gw", "acme-fw", "1.0.0", {"kernel": "6.1", "mac": "02:00:00:00:00:01"})
+    )
+    assert response.status_code == 204
+    shown = (await server.admin.get(f"/api/v1/devices/{device.device_id}")).json()
+    assert (shown["artifact_name"], shown["artifact_version"]) == ("acme-fw", "1.0.0")
+    assert shown["attributes"] == {"kernel": "6.1", "mac": "02:00:00:00:00:01"}
+    assert shown["last_seen_at"] is not None
+
+
+async def test_invalid_inventory_is_422(server: Server) -> None:
+    [device] = await server.fleet(1)
+    response = await server.http.put(
+        "/api/device/v1/inventory", json={"device_type": ""}, headers=device.headers
+    )
+    assert response.status_code == 422
+
+
+async def test_next_without_deployment_is_null_with_etag_and_304(server: Server) -> None:
+    """Nothing to do: ``{"update": null}``; asking again with the ETag gives 304."""
+    [device] = await server.fleet(1)
+    first = await device.next()
+    assert first.status_code == 200 and first.json() == {"update": None}
+    etag = first.headers["ETag"]
+    again = await device.next(etag=etag)
+    assert again.status_code == 304 and again.headers["ETag"] == etag and again.content == b""
+
+
+async def test_next_offers_the_deployment_like_the_agent_expects(
+    server: Server, artifact: BuiltArtifact
+) -> None:
+    """The offer parses as the agent's ``UpdateOffer`` and its manifest verifies."""
+    [device] = await server.fleet(1)
+    uploaded = await server.upload(artifact)
+    before = (await device.next()).headers["ETag"]
+    deployment = await server.deploy(uploaded["id"])
+    response = await device.next(etag=before)
+    assert response.status_code == 200 and response.headers["ETag"] != before
+    offer = UpdateOffer.from_dict(response.json()["update"])
+    assert offer.deployment_id == deployment["id"]
+    assert offer.artifact_id == uploaded["id"]
+    assert offer.artifact_size == artifact.path.stat().st_size
+    assert offer.artifact_sha256 == hashlib.sha256(artifact.path.read_bytes()).hexdigest()
+    assert offer.download_url == f"/api/device/v1/artifacts/{uploaded['id']}/download"
+    assert offer.manifest.signed_bytes == artifact.signed.signed_bytes
+    assert offer.allow_downgrade is False
+    # The same answer again: 304 with the new ETag.
+    assert (await device.next(etag=response.headers["ETag"])).status_code == 304
+
+
+async def test_long_poll_wakes_within_a_second_when_a_deployment_starts(
+    server: Server, artifact: BuiltArtifact
+) -> None:
+    """A device holding ``/next?wait=8`` learns of a new deployment at once, no broker needed."""
+    [device] = await server.fleet(1)
+    uploaded = await server.upload(artifact)
+    etag = (await device.next()).headers["ETag"]
+    poll = asyncio.create_task(device.next(wait=8, etag=etag))
+    await asyncio.sleep(0.3)
+    assert not poll.done(), "the long-poll must hold while nothing changes"
+    started = time.monotonic()
+    deployment = await server.deploy(uploaded["id"])
+    response = await asyncio.wait_for(poll, 5)
+    assert time.monotonic() - started < 1.0
+    assert response.status_code == 200
+    assert response.json()["update"]["deployment_id"] == deployment["id"]
+
+
+async def test_long_poll_times_out_with_304(server: Server) -> None:
+    [device] = await server.fleet(1)
+    etag = (await device.next()).headers["ETag"]
+    started = time.monotonic()
+    response = await device.next(wait=1, etag=etag)
+    assert response.status_code == 304
+    assert 0.9 <= time.monotonic() - started < 3
+
+
+async def test_long_poll_wait_out_of_range_is_422(server: Server) -> None:
+    [device] = await server.fleet(1)
+    response = await device.next(wait=-1)
+    assert response.status_code == 422
+
+
+async def test_download_with_range_resumes(server: Server, artifact: BuiltArtifact) -> None:
+    """An interrupted download continues with ``Range: bytes=N-`` (206) and ``If-Range``."""
+    [device] = await server.fleet(1)
+    uploaded = await server.upload(artifact)
+    data = artifact.path.read_bytes()
+    url = f"/artifacts/{uploaded['id']}/download"
+
+    full = await device.get(url)
+    assert full.status_code == 200 and full.content == data
+    assert full.headers["accept-ranges"] == "bytes"
+    etag = full.headers["etag"]
+
+    cut = len(data) // 3
+    rest = await device.get(url, headers={"Range": f"bytes={cut}-", "If-Range": etag})
+    assert rest.status_code == 206
+    assert rest.headers["content-range"] == f"bytes {cut}-{len(data) - 1}/{len(data)}"
+    assert data[:cut] + rest.content == data
+
+    stale = await device.get(url, headers={"Range": f"bytes={cut}-", "If-Range": '"other"'})
+    assert stale.status_code == 200 and stale.content == data  # validator changed: whole file
+
+    admin = await server.admin.get(
+        f"/api/v1/artifacts/{uploaded['id']}/download", headers={"Range": "bytes=0-99"}
+    )
+    assert admin.status_code == 206 and admin.content == data[:100]
+
+
+async def test_download_needs_a_device_token_and_a_known_artifact(
+    server: Server, artifact: BuiltArtifact
+) -> None:
+    [device] = await server.fleet(1)
+    uploaded = await server.upload(artifact)
+    anonymous = await server.http.get(f"/api/device/v1/artifacts/{uploaded['id']}/download")
+    assert anonymous.status_code == 401
+    missing = await device.get("/artifacts/nope/download")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
