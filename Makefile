@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit e2e lock clean
+.PHONY: demo test lint typecheck unit e2e lock clean docs
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,7 @@ lock:
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# Regenerate the generated docs (the CLI reference).
+docs: $(STAMP)
+	$(BIN)/python -m fleetcast.cli._reference docs/cli.md

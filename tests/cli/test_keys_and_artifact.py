@@ -99,3 +99,11 @@ def test_unreachable_server_is_a_clear_transport_error(cli: CliRunner) -> None:
     result = cli("--url", "http://127.0.0.1:9", "--token", "t", "devices", "list")
     assert result.code == 3
     assert "cannot reach the server" in result.err
+
+
+def test_parser_errors_exit_2_without_a_traceback(cli: CliRunner) -> None:
+    unknown = cli("nosuch")
+    assert unknown.code == 2 and "No such command" in unknown.err
+    missing = cli("deploy", "create")
+    assert missing.code == 2 and "Missing" in missing.err
+    assert "Traceback" not in unknown.err + missing.err

@@ -47,29 +47,22 @@ app.command("demo")(demo.demo)
 
 
 def main() -> None:
-    """Console-script entry point: run the app and turn our errors into exit codes."""
+    """Console-script entry point: run the app and turn our errors into exit codes.
+
+    Usage errors from the command-line parser itself are reported by Typer
+    (exit status 2); Fleetcast's own errors are caught here.
+    """
     try:
-        status = app(standalone_mode=False)
+        app()
     except FleetcastError as e:
         err_console.print(f"[red]error:[/red] {e}", highlight=False)
         if isinstance(e, UsageError):
             raise SystemExit(2) from None
         if isinstance(e, TransportError):
             raise SystemExit(3) from None
-        if isinstance(e, ApiError) and e.code:
+        if isinstance(e, ApiError):
             err_console.print(f"  (server said {e.status_code} {e.code})", highlight=False)
         raise SystemExit(1) from None
-    except typer.Abort:
-        raise SystemExit(130) from None
-    except Exception as e:
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            raise SystemExit(e.exit_code) from None
-        raise
-    # click returns the exit code instead of exiting when standalone_mode is off.
-    raise SystemExit(status if isinstance(status, int) else 0)
 
 
 __all__ = ["app", "main"]

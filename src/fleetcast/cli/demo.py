@@ -14,6 +14,7 @@ What happens:
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -29,12 +30,19 @@ from fleetcast.exceptions import FleetcastError
 
 DEVICE_TYPE = "acme-gw"
 ARTIFACT = "acme-fw"
-PHASES = [
-    # The canary may fail: one bad device out of two must not stop the demo.
-    {"percent": 10, "soak_seconds": 2, "max_failure_percent": 50},
-    {"percent": 50, "soak_seconds": 2, "max_failure_percent": 20},
-    {"percent": 100, "soak_seconds": 0, "max_failure_percent": 20},
-]
+
+
+def demo_phases(devices: int) -> list[dict[str, int]]:
+    """10% canary, 50%, 100%. The demo injects exactly one failure into the canary
+    phase, so that phase tolerates one failed device and no more."""
+    canaries = max(1, math.ceil(devices * 10 / 100))
+    return [
+        {"percent": 10, "soak_seconds": 2, "max_failure_percent": math.ceil(100 / canaries)},
+        {"percent": 50, "soak_seconds": 2, "max_failure_percent": 20},
+        {"percent": 100, "soak_seconds": 0, "max_failure_percent": 20},
+    ]
+
+
 TERMINAL = {"success", "failure", "already-installed", "aborted", "skipped"}
 
 
@@ -164,13 +172,14 @@ def _run_rollout(
     with console.status("waiting for the devices' inventory..."):
         before = {d["id"]: d for d in _wait_for("inventory", on_v1, 60)}
 
+    phases = demo_phases(count)
     deployment = client.post(
         "/deployments",
         {
             "name": f"{ARTIFACT} 1.1.0",
             "artifact_id": artifacts["1.1.0"]["id"],
             "target": {"device_types": [DEVICE_TYPE]},
-            "phases": PHASES,
+            "phases": phases,
         },
     )
     dep_id = deployment["id"]
@@ -193,7 +202,7 @@ def _run_rollout(
     ) as progress:
         tasks = [
             progress.add_task(f"phase {i + 1} ({p['percent']}%)", total=None, states="waiting")
-            for i, p in enumerate(PHASES)
+            for i, p in enumerate(phases)
         ]
         deadline = time.monotonic() + 120
         while True:
