@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import itertools
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import sys
+import tarfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -19,10 +23,11 @@ from fleetcast.agent import (
     StepResult,
 )
 from fleetcast.agent.install import ByteStream, FileByteStream
+from fleetcast.artifact import ArtifactReader, PayloadSource, build_artifact
 from fleetcast.core.signing import public_key_to_pem
 from fleetcast.core.wire import AuthResponse, Inventory, StatusReport, UpdateOffer
 from fleetcast.exceptions import ServerResponseError, TransportError
-from tests.factories import BuiltArtifact, make_image
+from tests.factories import BuiltArtifact, make_artifact, make_image
 
 MiB = 1024 * 1024
 TEST_LIMITS = AgentLimits(
@@ -33,6 +38,105 @@ TEST_LIMITS = AgentLimits(
     backoff_cap=0.002,
     max_download_attempts=5,
 )
+
+
+Tree = Mapping[str, bytes | None]
+"""A directory tree for a ``files`` payload: path -> file content, or ``None`` for a directory."""
+
+
+def make_tar(tree: Tree, *, extra: Sequence[tarfile.TarInfo] = ()) -> bytes:
+    """A tar archive of ``tree`` (files 0644, directories 0755), then the ``extra`` members."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in tree.items():
+            info = tarfile.TarInfo(name)
+            info.mtime = 1_700_000_000
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+        for info in extra:
+            tar.addfile(info, io.BytesIO(b"x" * info.size) if info.isreg() else None)
+    return out.getvalue()
+
+
+def read_tree(root: Path) -> dict[str, bytes | None]:
+    """What is under ``root`` now, in the shape of :data:`Tree`."""
+    return {
+        str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def make_files_artifact(
+    directory: Path,
+    key: Ed25519PrivateKey,
+    tree: Tree,
+    dest: Path | str,
+    *,
+    name: str = "acme-conf",
+    version: str = "1.1.0",
+    **kwargs: object,
+) -> BuiltArtifact:
+    """A signed artifact with one ``files`` payload (``image`` holds the tar)."""
+    return make_artifact(
+        directory,
+        key,
+        name=name,
+        version=version,
+        image=make_tar(tree),
+        payload_type="files",
+        meta={"dest": str(dest)},
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def make_bundle(
+    directory: Path,
+    key: Ed25519PrivateKey,
+    payloads: Sequence[tuple[str, str, bytes, dict[str, str]]],
+    *,
+    name: str = "acme-bundle",
+    version: str = "1.1.0",
+    depends: dict[str, str] | None = None,
+) -> BuiltArtifact:
+    """A signed multi-payload artifact from ``(name, type, content, meta)`` tuples."""
+    directory.mkdir(parents=True, exist_ok=True)
+    sources = []
+    for payload_name, payload_type, content, meta in payloads:
+        path = directory / f"{name}-{version}-{payload_name}.payload"
+        path.write_bytes(content)
+        sources.append(PayloadSource(payload_name, payload_type, path, meta))
+    out = directory / f"{name}-{version}.fca"
+    signed = build_artifact(
+        out,
+        name=name,
+        version=version,
+        compatible=["acme-gw"],
+        payloads=sources,
+        key=key,
+        depends=depends,
+    )
+    return BuiltArtifact(out, signed, b"")
+
+
+def flip_payload_byte(artifact: BuiltArtifact, payload: int = 0) -> None:
+    """Tamper with the artifact file on the server: flip a byte in the middle of a payload."""
+    with artifact.path.open("rb") as fh:
+        reader = ArtifactReader(fh)
+        reader.read_manifest()
+        entries = [entry for entry, _ in itertools.islice(reader.payloads(), payload + 1)]
+    entry = entries[payload]
+    data = bytearray(artifact.path.read_bytes())
+    data[entry.data_offset + entry.payload.compressed_size // 2] ^= 0x01
+    artifact.path.write_bytes(bytes(data))
+
+
+def python_script(body: str) -> bytes:
+    """A script payload run by this test interpreter."""
+    return f"#!{sys.executable}\n{body}\n".encode()
 
 
 def noisy_image(version: str, size: int) -> bytes:
@@ -265,7 +369,12 @@ def make_device(tmp_path: Path, trusted_key_file: Path) -> Callable[..., Simulat
         health_commands: list[list[str]] | None = None,
         image: bytes | None = None,
         version: str = "1.0.0",
+        files_roots: Sequence[Path] = (),
+        script_timeout: float | None = None,
     ) -> SimulatedDevice:
+        limits = TEST_LIMITS
+        if script_timeout is not None:
+            limits = replace(limits, script_timeout=script_timeout)
         n = next(counter)
         return SimulatedDevice.create(
             tmp_path / f"device-{n}",
@@ -280,7 +389,8 @@ def make_device(tmp_path: Path, trusted_key_file: Path) -> Callable[..., Simulat
             health_timeout=5,
             long_poll=0,
             poll_interval=0,
-            limits=TEST_LIMITS,
+            limits=limits,
+            files_roots=files_roots,
         )
 
     return factory

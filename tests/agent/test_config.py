@@ -119,3 +119,13 @@ def test_simulated_device_writes_a_loadable_config(tmp_path: Path) -> None:
     assert device.booted_slot() == "a"
     assert device.installed() == ("acme-fw", "1.0.0")
     assert device.slot_bytes("a") == b"image" and device.slot_bytes("b") == b""
+
+
+def test_files_roots(tmp_path: Path) -> None:
+    """files_roots is optional (any absolute dest), must list absolute paths, and round-trips."""
+    assert _load(tmp_path, GOOD).files_roots == ()
+    config = _load(tmp_path, 'files_roots = ["/etc/acme", "/var/lib/acme"]\n' + GOOD)
+    assert config.files_roots == (Path("/etc/acme"), Path("/var/lib/acme"))
+    assert _load(tmp_path / "..", config.to_toml()) == config
+    with pytest.raises(ValidationError, match="files_roots"):
+        _load(tmp_path, 'files_roots = ["etc/acme"]\n' + GOOD)

@@ -22,6 +22,7 @@ from fleetcast.exceptions import (
     InvalidDataError,
     SignatureError,
     TransportError,
+    ValidationError,
 )
 from tests.agent.conftest import TEST_LIMITS, MiB, RecordingSource, noisy_image
 from tests.factories import BuiltArtifact, make_artifact
@@ -177,10 +178,64 @@ def test_downgrade_allowed(tmp_path: Path, vendor_key: Ed25519PrivateKey) -> Non
     _installer(vendor_key, []).verify_offer(_offer(artifact, allow_downgrade=True), INSTALLED)
 
 
-def test_unsupported_payload_type(tmp_path: Path, vendor_key: Ed25519PrivateKey) -> None:
-    artifact = make_artifact(tmp_path / "a", vendor_key, payload_type="script")
-    with pytest.raises(IncompatibleError, match="not supported"):
-        _installer(vendor_key, []).verify_offer(_offer(artifact), INSTALLED)
+@pytest.mark.parametrize(
+    ("meta", "roots", "error", "match"),
+    [
+        ({}, (), ValidationError, "dest"),
+        ({"dest": "etc/acme"}, (), ValidationError, "absolute"),
+        ({"dest": "/etc/../root/.ssh"}, (), ValidationError, "absolute"),
+        ({"dest": "/"}, (), ValidationError, "absolute"),
+        ({"dest": "/etc/acme"}, (Path("/var/lib/acme"),), IncompatibleError, "files_roots"),
+        ({"dest": "/var/lib/acme"}, (Path("/var/lib/acme"),), IncompatibleError, "files_roots"),
+    ],
+)
+def test_files_destination_is_checked_with_the_offer(
+    tmp_path: Path,
+    vendor_key: Ed25519PrivateKey,
+    meta: dict[str, str],
+    roots: tuple[Path, ...],
+    error: type[Exception],
+    match: str,
+) -> None:
+    """A files payload needs an absolute dest (strictly inside files_roots, when set)."""
+    artifact = make_artifact(tmp_path / "a", vendor_key, payload_type="files", meta=meta)
+    installer = Installer(
+        device_type="acme-gw",
+        trusted_keys=[vendor_key.public_key()],
+        limits=TEST_LIMITS,
+        checkpoint=[].append,
+        files_roots=roots,
+        state_dir=tmp_path / "state",
+    )
+    with pytest.raises(error, match=match):
+        installer.verify_offer(_offer(artifact), INSTALLED)
+
+
+def test_files_destination_inside_a_root_is_accepted(
+    tmp_path: Path, vendor_key: Ed25519PrivateKey
+) -> None:
+    artifact = make_artifact(
+        tmp_path / "a", vendor_key, payload_type="files", meta={"dest": "/var/lib/acme/conf"}
+    )
+    Installer(
+        device_type="acme-gw",
+        trusted_keys=[vendor_key.public_key()],
+        limits=TEST_LIMITS,
+        checkpoint=[].append,
+        files_roots=(Path("/var/lib/acme"),),
+        state_dir=tmp_path / "state",
+    ).verify_offer(_offer(artifact), INSTALLED)
+
+
+def test_installed_content_of_another_name_does_not_count(
+    tmp_path: Path, vendor_key: Ed25519PrivateKey
+) -> None:
+    """``depends`` and downgrades compare with the installed artifact of the same name only."""
+    needs = make_artifact(tmp_path / "a", vendor_key, depends={"version": ">=1.0.0"})
+    with pytest.raises(IncompatibleError, match="needs installed version"):
+        _installer(vendor_key, []).verify_offer(_offer(needs), SlotContent("other", "1.0.0"))
+    older = make_artifact(tmp_path / "b", vendor_key, version="0.9.0")
+    _installer(vendor_key, []).verify_offer(_offer(older), SlotContent("other", "1.0.0"))
 
 
 def test_offered_size_must_cover_the_signed_payload(

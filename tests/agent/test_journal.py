@@ -106,3 +106,31 @@ def test_syncs_file_and_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
     write_atomic(tmp_path / "f", b"x")
     assert len(synced) == 2  # the temp file, then the directory
+
+
+def test_in_place_fields_round_trip_and_default(tmp_path: Path, artifact_v2: BuiltArtifact) -> None:
+    """The in-place switch state survives a save; a journal written before it existed loads."""
+    update = UpdateInProgress(
+        _offer(artifact_v2),
+        "a",
+        "b",
+        new_dests=("data",),
+        switched=("conf", "data"),
+        failure="script payload x failed (exit 1)",
+    )
+    journal = Journal(tmp_path)
+    journal.save(JournalState(phase=Phase.SWITCHING, update=update))
+    assert journal.load().update == update
+    raw = json.loads((tmp_path / "journal.json").read_text())
+    for key in ("new_dests", "switched", "failure"):
+        del raw["update"][key]
+    write_atomic(tmp_path / "journal.json", json.dumps(raw).encode())
+    loaded = journal.load().update
+    assert loaded is not None and (loaded.switched, loaded.new_dests, loaded.failure) == (
+        (),
+        (),
+        None,
+    )
+    raw["update"]["switched"] = "conf"
+    write_atomic(tmp_path / "journal.json", json.dumps(raw).encode())
+    assert journal.load().phase is Phase.IDLE and "switched" in (journal.problem or "")

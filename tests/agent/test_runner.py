@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 from collections.abc import Callable
@@ -10,10 +11,23 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fleetcast.agent import Agent, SimulatedDevice, StepResult, run_agent
+from fleetcast.agent import TRANSITIONS, Agent, SimulatedDevice, StepResult, run_agent
 from fleetcast.agent.bootloader import BROKEN_IMAGE_MARKER, other_slot
 from fleetcast.agent.journal import Journal, Phase
-from tests.agent.conftest import CutAt, FakeApi, MiB, PowerCut, drive, noisy_image
+from tests.agent.conftest import (
+    CutAt,
+    FakeApi,
+    MiB,
+    PowerCut,
+    Tree,
+    drive,
+    make_bundle,
+    make_files_artifact,
+    make_tar,
+    noisy_image,
+    python_script,
+    read_tree,
+)
 from tests.factories import BuiltArtifact, make_artifact
 
 FAIL_ON_1_2 = [
@@ -254,6 +268,7 @@ def test_power_cut_at_every_transition(
     transitions = _normal_run_transitions(lambda: make_device(health_commands=health), artifact)
     expected_end = "reported-success" if flow == "update" else "reported-failure"
     assert {"checkpoint", "armed", "trial-started", expected_end} <= set(transitions)
+    assert set(transitions) <= set(TRANSITIONS)
     occurrences: list[tuple[str, int]] = []
     for i, name in enumerate(transitions):
         occurrences.append((name, transitions[: i + 1].count(name)))
@@ -330,3 +345,89 @@ def test_run_agent_supervises_reboots_from_disk(
     assert result is StepResult.STOPPED
     assert device.booted_slot() == "b" and device.installed() == ("acme-fw", "1.1.0")
     assert api.final["dep-1"].status == "success"
+
+
+def _reset_tree(root: Path, tree: Tree) -> None:
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    for name, data in tree.items():
+        if data is None:
+            (root / name).mkdir(parents=True, exist_ok=True)
+        else:
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_bytes(data)
+
+
+@pytest.mark.parametrize("mode", ["kill", "power"])
+@pytest.mark.parametrize("flow", ["files", "files-script-fails"])
+def test_power_cut_at_every_transition_in_place(
+    make_device: Callable[..., SimulatedDevice],
+    tmp_path: Path,
+    vendor_key: Ed25519PrivateKey,
+    flow: str,
+    mode: str,
+) -> None:
+    """Kill the agent (or cut the power) at every transition of an in-place update: a
+    files artifact that succeeds, and a files + script bundle whose script fails. Right
+    after the cut /etc/acme is entirely old or entirely new (or, between the two renames
+    of its swap, absent with the complete old tree as backup), and the journal is
+    readable. A fresh agent then finishes: a cut before the switch or after the commit
+    decision ends in success with the new tree; a cut while the new tree was live (switch,
+    scripts, checks) or any cut of the failing bundle ends in failure rolled_back with
+    exactly the old tree."""
+    old: Tree = {"app.conf": b"level=1\n", "certs": None, "certs/ca.pem": b"old\n"}
+    new: Tree = {"app.conf": b"level=2\n", "extra": None, "extra/x": b"x\n"}
+    root = tmp_path / "rootfs"
+    dest = root / "etc" / "acme"
+    if flow == "files":
+        artifact = make_files_artifact(tmp_path / "art", vendor_key, new, dest)
+    else:
+        fail = python_script("print('migration failed'); raise SystemExit(2)")
+        artifact = make_bundle(
+            tmp_path / "art",
+            vendor_key,
+            [
+                ("conf", "files", make_tar(new), {"dest": str(dest)}),
+                ("migrate", "script", fail, {}),
+            ],
+        )
+    _reset_tree(dest, old)
+    transitions = _normal_run_transitions(make_device, artifact)
+    assert set(transitions) <= set(TRANSITIONS)
+    assert {"switch-started", "dest-moved-aside", "payload-switched"} <= set(transitions)
+    live = range(transitions.index("switch-started"), len(transitions))
+    if "health-passed" in transitions:
+        live = range(live.start, transitions.index("health-passed"))
+    occurrences = [(name, transitions[: i + 1].count(name)) for i, name in enumerate(transitions)]
+    for i, (name, nth) in enumerate(occurrences):
+        _reset_tree(dest, old)
+        device = make_device()
+        api = FakeApi()
+        api.offer(artifact)
+        with pytest.raises(PowerCut):
+            drive(device, api, hook=CutAt(name, nth))
+        if mode == "power":
+            device.power_cycle()
+        backup = dest.with_name(f".{dest.name}.fleetcast-old")
+        if dest.exists():
+            assert read_tree(dest) in (dict(old), dict(new)), (name, nth)
+        else:
+            assert name == "dest-moved-aside" and read_tree(backup) == dict(old)
+        journal = Journal(device.config.state_dir)
+        journal.load()
+        assert journal.problem is None
+        drive(device, api)
+        final = api.final.get("dep-1")
+        assert final is not None and api.conflicts == [], (name, nth, api.statuses())
+        assert Journal(device.config.state_dir).load().phase is Phase.IDLE
+        assert sorted(p.name for p in root.rglob(".*")) == [], (name, nth)
+        assert device.booted_slot() == "a" and device.installed() == ("acme-fw", "1.0.0")
+        if flow == "files" and i not in live:
+            assert final.status == "success", (name, nth, final)
+            assert read_tree(dest) == dict(new)
+            assert device.installed_in_place() == {"acme-conf": "1.1.0"}
+        else:
+            assert final.status == "failure" and final.rolled_back, (name, nth, final)
+            assert read_tree(dest) == dict(old), (name, nth)
+            assert device.installed_in_place() == {}

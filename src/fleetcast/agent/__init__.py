@@ -4,7 +4,9 @@ The workflow (see :mod:`fleetcast.agent.runner` for the state machine): poll
 ``/next``; verify the offered manifest's signature and compatibility; stream
 the artifact into the inactive slot, checkpointing so a cut download resumes;
 verify length and hash against the signed manifest; arm a trial boot; reboot;
-run health checks; commit, or roll back to the previous slot. Every state
+run health checks; commit, or roll back to the previous slot. Artifacts of
+``files`` and ``script`` payloads are installed in place instead, without a
+reboot, all payloads or none (:mod:`fleetcast.agent.inplace`). Every state
 change is journaled atomically, so a power cut at any point leaves a device
 that boots a committed slot and finishes or undoes the update.
 

@@ -33,6 +33,13 @@ Example::
     [health]
     commands = [["systemctl", "is-system-running", "--wait"]]
     timeout = 30
+
+``files_roots`` (top level, optional) restricts where ``files`` payloads
+may install: each payload's ``dest`` must lie strictly inside one of these
+absolute directories. Without it (the default) any absolute ``dest`` is
+allowed, as the artifact is signed by a trusted vendor key; set it to
+limit what a vendor key can overwrite, e.g.
+``files_roots = ["/etc/acme", "/var/lib/acme"]``.
 """
 
 from __future__ import annotations
@@ -143,6 +150,7 @@ class AgentConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     reboot: RebootConfig = field(default_factory=RebootConfig)
     limits: AgentLimits = field(default_factory=AgentLimits)
+    files_roots: tuple[Path, ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -183,6 +191,7 @@ class AgentConfig:
             "health",
             "reboot",
             "limits",
+            "files_roots",
         )
         server_url = top.string("server_url")
         if not server_url.startswith(("http://", "https://")):
@@ -243,6 +252,7 @@ class AgentConfig:
             ),
             reboot=RebootConfig(command=reboot.argv("command", ("reboot",))),
             limits=AgentLimits(**limit_values),
+            files_roots=top.absolute_paths("files_roots"),
         )
 
     def to_toml(self) -> str:
@@ -257,6 +267,8 @@ class AgentConfig:
         ]
         if self.enrollment_token is not None:
             lines.append(f"enrollment_token = {_q(self.enrollment_token)}")
+        if self.files_roots:
+            lines.append(f"files_roots = [{', '.join(_q(str(p)) for p in self.files_roots)}]")
         lines += ["", "[identity]", *(f"{_q(k)} = {_q(v)}" for k, v in self.identity.items())]
         lines += ["", "[attributes]", *(f"{_q(k)} = {_q(v)}" for k, v in self.attributes.items())]
         lines += ["", "[bootloader]", f"type = {_q(self.bootloader.type)}"]
@@ -356,6 +368,16 @@ class _Table:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ValidationError(f"{self._key(key)} must be a list of file paths")
         return [self._base / v for v in value]
+
+    def absolute_paths(self, key: str) -> tuple[Path, ...]:
+        value = self._get(key, False)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(
+            isinstance(v, str) and v.startswith("/") for v in value
+        ):
+            raise ValidationError(f"{self._key(key)} must be a list of absolute directory paths")
+        return tuple(Path(v) for v in value)
 
     def str_map(self, key: str, *, required: bool = True) -> dict[str, str]:
         value = self._get(key, required)

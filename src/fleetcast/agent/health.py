@@ -64,6 +64,16 @@ def run_command(
     return proc.returncode, _tail(output)
 
 
+def check_env(*, slot: str, slot_path: str, name: str, version: str) -> dict[str, str]:
+    """The environment health checks (and ``script`` payloads) get about the update."""
+    return {
+        "FLEETCAST_SLOT": slot,
+        "FLEETCAST_SLOT_PATH": slot_path,
+        "FLEETCAST_ARTIFACT_NAME": name,
+        "FLEETCAST_ARTIFACT_VERSION": version,
+    }
+
+
 def run_health_checks(
     commands: Sequence[Sequence[str]], *, timeout: float, env: Mapping[str, str] | None = None
 ) -> HealthResult:
@@ -91,4 +101,4 @@ def run_health_checks(
     return HealthResult(True, tuple(log))
 
 
-__all__ = ["HealthResult", "run_command", "run_health_checks"]
+__all__ = ["HealthResult", "check_env", "run_command", "run_health_checks"]

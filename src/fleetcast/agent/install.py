@@ -24,15 +24,17 @@ Workflow for one update (the runner journals every step):
    signed manifest. Only then does :meth:`install` return; only then may the
    runner arm the trial boot.
 
-This version installs artifacts with one payload: a ``rootfs-image``
-(written to the inactive slot), or a ``files`` / ``script`` payload (staged
-to a file under the state directory; see :mod:`fleetcast.agent.payloads`).
+An artifact of ``files`` and ``script`` payloads is installed in place, not
+into a slot: :meth:`Installer.stage` streams every payload through a
+:class:`PayloadContent` (bounded and hashed as it is read) into its staging
+area (:mod:`fleetcast.agent.payloads`) and calls ``PayloadDecoder.finish()``
+on each, so nothing is switched before every payload is verified.
 """
 
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
@@ -41,6 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fleetcast.agent.config import AgentLimits
 from fleetcast.agent.journal import ResumePoint
+from fleetcast.agent.payloads import InPlacePlan
 from fleetcast.agent.slots import SlotContent, SlotWriter, read_slot_prefix
 from fleetcast.artifact import ArtifactReader, PayloadDecoder
 from fleetcast.core.manifest import Manifest, Payload
@@ -54,7 +57,12 @@ from fleetcast.exceptions import (
     UsageError,
 )
 
-SUPPORTED_PAYLOAD_TYPES: Final = ("rootfs-image",)
+SUPPORTED_PAYLOAD_TYPES: Final = ("rootfs-image", "files", "script")
+
+
+def is_in_place(manifest: Manifest) -> bool:
+    """Whether the artifact is installed into the running system (no ``rootfs-image``)."""
+    return all(p.type != "rootfs-image" for p in manifest.payloads)
 
 
 class ByteStream(Protocol):
@@ -155,6 +163,56 @@ class _Limited:
         return data
 
 
+class PayloadContent:
+    """One payload's content as a file-like stream, decoded and hashed as it is read.
+
+    Every byte read passes through the :class:`PayloadDecoder` (bounded by the
+    signed sizes); the caller must still :meth:`drain` it and call
+    ``decoder.finish()`` before trusting what it wrote.
+    """
+
+    def __init__(
+        self, read: Callable[[int], bytes], decoder: PayloadDecoder, *, chunk: int
+    ) -> None:
+        self._read = read
+        self._decoder = decoder
+        self._chunk = chunk
+        self._buffer = bytearray()
+        self._eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        """Return up to ``n`` content bytes (all that is left if ``n < 0``); ``b""`` at the end.
+
+        Raises:
+            ArtifactFormatError: the artifact is truncated or the zstd data corrupt.
+            IntegrityError: more data than the signed manifest allows.
+            TransportError: the download broke off.
+            DeviceStateError: reading the artifact failed locally.
+        """
+        while (n < 0 or len(self._buffer) < n) and not self._eof:
+            try:
+                data = self._read(self._chunk)
+            except (tarfile.TarError, EOFError) as e:
+                raise ArtifactFormatError(
+                    f"payload {self._decoder.payload.name}: artifact is truncated"
+                ) from e
+            except OSError as e:
+                raise DeviceStateError(f"reading the artifact failed: {e}") from e
+            if not data:
+                self._eof = True
+            else:
+                self._buffer += self._decoder.feed(data)
+        size = len(self._buffer) if n < 0 else min(n, len(self._buffer))
+        out = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return out
+
+    def drain(self) -> None:
+        """Read (and so hash) whatever the consumer left, e.g. a tar archive's padding."""
+        while self.read(self._chunk):
+            pass
+
+
 @dataclass(frozen=True)
 class InstallProgress:
     """How far an install is: content bytes written of the signed total."""
@@ -176,6 +234,8 @@ class Installer:
         limits: chunk and checkpoint sizes.
         checkpoint: called with each new resume point, after the target is synced.
         progress: called after every chunk with the bytes written so far.
+        files_roots: directories ``files`` payloads may install into (empty: any).
+        state_dir: where ``script`` payloads are written before they run.
     """
 
     def __init__(
@@ -186,8 +246,12 @@ class Installer:
         limits: AgentLimits,
         checkpoint: Callable[[ResumePoint], None],
         progress: Callable[[InstallProgress], None] | None = None,
+        files_roots: Sequence[Path] = (),
+        state_dir: Path | None = None,
     ) -> None:
         self.device_type = device_type
+        self.files_roots = tuple(files_roots)
+        self.state_dir = state_dir
         self.trusted_keys = trusted_keys
         self.limits = limits
         self._checkpoint = checkpoint
@@ -205,29 +269,48 @@ class Installer:
     def check_offer(self, offer: UpdateOffer, installed: SlotContent | None) -> None:
         """Check the (signature-verified) offer fits this device.
 
+        Args:
+            offer: the offer.
+            installed: the installed artifact *of the same name* (``None`` if
+                that name was never installed; then a ``depends`` on version
+                fails). Content of another name counts as ``None``.
+
         Raises:
             IncompatibleError: wrong device type, unmet ``depends``, an
-                unsupported payload type, or a size the signed manifest cannot explain.
+                unsupported payload type, a ``files`` destination outside
+                ``files_roots``, or a size the signed manifest cannot explain.
+            ValidationError: a ``files`` payload without a usable ``dest``.
             DowngradeError: older than installed and downgrades not allowed.
         """
         manifest = offer.manifest.manifest
+        same_name = installed is not None and installed.name == manifest.name
         manifest.check_compatible(
             device_type=self.device_type,
-            installed_version=installed.version if installed else None,
+            installed_version=installed.version if installed is not None and same_name else None,
             allow_downgrade=offer.allow_downgrade,
         )
-        if len(manifest.payloads) != 1:
-            raise IncompatibleError(
-                f"artifact {manifest.name} {manifest.version} has {len(manifest.payloads)} "
-                "payloads; this agent installs single-payload artifacts"
-            )
-        if manifest.payload_type not in SUPPORTED_PAYLOAD_TYPES:
-            raise IncompatibleError(f"payload type {manifest.payload_type!r} is not supported")
-        if offer.artifact_size < manifest.payloads[0].compressed_size:
+        for payload in manifest.payloads:
+            if payload.type not in SUPPORTED_PAYLOAD_TYPES:
+                raise IncompatibleError(f"payload type {payload.type!r} is not supported")
+        if is_in_place(manifest):
+            self.plan(manifest)  # every dest is checked before anything is downloaded
+        if offer.artifact_size < sum(p.compressed_size for p in manifest.payloads):
             raise IncompatibleError(
                 f"artifact {manifest.name} {manifest.version}: offered size "
-                f"{offer.artifact_size} is smaller than its signed payload"
+                f"{offer.artifact_size} is smaller than its signed payloads"
             )
+
+    def plan(self, manifest: Manifest) -> InPlacePlan:
+        """Where the payloads of an in-place artifact go.
+
+        Raises:
+            ValidationError: a ``files`` payload without a usable ``dest``, or overlapping ones.
+            IncompatibleError: a ``dest`` outside ``files_roots``.
+            UsageError: the installer was built without a ``state_dir``.
+        """
+        if self.state_dir is None:
+            raise UsageError("an Installer for in-place artifacts needs a state_dir")
+        return InPlacePlan.of(manifest, state_dir=self.state_dir, roots=self.files_roots)
 
     def verify_offer(self, offer: UpdateOffer, installed: SlotContent | None) -> Manifest:
         """:meth:`verify_signature`, then :meth:`check_offer`; return the trusted manifest.
@@ -286,14 +369,44 @@ class Installer:
             stream = source.open(0)
         self._fresh(offer, target, stream)
 
+    def stage(self, offer: UpdateOffer, source: ByteSource, plan: InPlacePlan) -> None:
+        """Stream every payload of an in-place artifact into its staging area, verified.
+
+        Each payload's content goes through ``plan.stage`` and is then checked
+        with ``PayloadDecoder.finish()`` (length and both hashes). A download
+        that breaks off starts over (the caller prepares the plan again).
+
+        Raises:
+            IntegrityError: a payload's length or hash differs from the signed manifest.
+            ArtifactFormatError: malformed artifact or ``files`` archive.
+            TransportError: the download broke off.
+            DeviceStateError: the staging area cannot be written.
+        """
+        stream = source.open(0)
+        try:
+            reader = self._reader(offer, stream)
+            for entry, member in reader.payloads():
+                decoder = PayloadDecoder(entry.payload)
+                content = PayloadContent(member.read, decoder, chunk=self.limits.download_chunk)
+                plan.stage(entry.payload, content)
+                content.drain()
+                decoder.finish()
+        finally:
+            stream.close()
+
+    @staticmethod
+    def _reader(offer: UpdateOffer, stream: ByteStream) -> ArtifactReader:
+        reader = ArtifactReader(_Limited(stream, offer.artifact_size))  # type: ignore[arg-type]
+        embedded = reader.read_manifest()
+        if embedded.signed_bytes != offer.manifest.signed_bytes:
+            raise IntegrityError(
+                f"artifact {offer.artifact_id}: its manifest differs from the offered one"
+            )
+        return reader
+
     def _fresh(self, offer: UpdateOffer, target: Path, stream: ByteStream) -> None:
         try:
-            reader = ArtifactReader(_Limited(stream, offer.artifact_size))  # type: ignore[arg-type]
-            embedded = reader.read_manifest()
-            if embedded.signed_bytes != offer.manifest.signed_bytes:
-                raise IntegrityError(
-                    f"artifact {offer.artifact_id}: its manifest differs from the offered one"
-                )
+            reader = self._reader(offer, stream)
             for entry, member in reader.payloads():
                 decoder = PayloadDecoder(entry.payload)
                 with SlotWriter(target, offset=0, max_size=entry.payload.size) as slot:
@@ -365,4 +478,6 @@ __all__ = [
     "FileByteStream",
     "InstallProgress",
     "Installer",
+    "PayloadContent",
+    "is_in_place",
 ]

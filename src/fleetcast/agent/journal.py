@@ -14,6 +14,10 @@ It holds:
   point (artifact offset of the payload data, plus the decoder's last frame
   boundary as compressed and output offsets, plus the HTTP validator used
   for ``If-Range``);
+- for an in-place update (``files`` / ``script`` payloads, no reboot): the
+  ``files`` payloads whose ``dest`` did not exist before (``new_dests``),
+  those whose switch has begun (``switched``, written *before* the first
+  rename), and the reason of a failure being rolled back (``failure``);
 - ``log``: a bounded tail of what the agent did, sent with a failure report;
 - ``pending_report``: the status report that must still reach the server
   (re-sent after a crash; the server treats a repeat as a no-op), and
@@ -61,7 +65,9 @@ class Phase(enum.StrEnum):
     COMMITTING = "committing"
     """Health checks passed; making the new slot permanent."""
     ROLLING_BACK = "rolling-back"
-    """Health checks failed; going back to the previous slot."""
+    """Health checks failed; going back to the previous slot (or files)."""
+    SWITCHING = "switching"
+    """In-place update: staged ``files`` are being swapped in and scripts run."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,11 @@ def _content_from_dict(data: object) -> SlotContent | None:
 
 @dataclass(frozen=True)
 class UpdateInProgress:
-    """The update the journal is about."""
+    """The update the journal is about.
+
+    For an in-place update (no ``rootfs-image``) ``target_slot`` is the
+    running slot and ``previous`` the installed artifact of the same name.
+    """
 
     offer: UpdateOffer
     target_slot: str
@@ -121,6 +131,9 @@ class UpdateInProgress:
     previous: SlotContent | None = None
     resume: ResumePoint | None = None
     download_attempts: int = 0
+    new_dests: tuple[str, ...] = ()
+    switched: tuple[str, ...] = ()
+    failure: str | None = None
 
     @property
     def deployment_id(self) -> str:
@@ -134,6 +147,9 @@ class UpdateInProgress:
             "previous": _content_to_dict(self.previous),
             "resume": None if self.resume is None else self.resume.to_dict(),
             "download_attempts": self.download_attempts,
+            "new_dests": list(self.new_dests),
+            "switched": list(self.switched),
+            "failure": self.failure,
         }
 
     @classmethod
@@ -148,6 +164,13 @@ class UpdateInProgress:
         if not isinstance(attempts, int):
             raise ValidationError("journal: download_attempts must be an integer")
         resume = data.get("resume")
+        names = {key: data.get(key, []) for key in ("new_dests", "switched")}
+        for key, value in names.items():
+            if not isinstance(value, list) or not all(isinstance(n, str) for n in value):
+                raise ValidationError(f"journal: {key} must be a list of payload names")
+        failure = data.get("failure")
+        if failure is not None and not isinstance(failure, str):
+            raise ValidationError("journal: failure must be a string")
         return cls(
             offer=UpdateOffer.from_dict(data.get("offer")),
             target_slot=str(target),
@@ -155,6 +178,9 @@ class UpdateInProgress:
             previous=_content_from_dict(data.get("previous")),
             resume=None if resume is None else ResumePoint.from_dict(resume),
             download_attempts=attempts,
+            new_dests=tuple(names["new_dests"]),
+            switched=tuple(names["switched"]),
+            failure=failure,
         )
 
 

@@ -39,6 +39,14 @@ update or rolls it back, and the device always has a committed slot to
 boot. Status reports are journaled as ``pending_report`` first and re-sent
 after a crash (the server ignores exact repeats).
 
+An artifact without a ``rootfs-image`` (only ``files`` and ``script``
+payloads) takes the in-place path instead, without a slot or a reboot:
+stage and verify every payload, switch them all, run the scripts and the
+health checks, then commit or roll every payload back
+(:mod:`fleetcast.agent.inplace`). Installed versions are tracked by artifact
+name (:mod:`fleetcast.agent.inventory`): an offer is checked against the
+installed version of the artifact with the *same name*.
+
 ``on_transition`` is a test hook: it is called with a transition name
 (:data:`TRANSITIONS`) right after that transition's journal write and side
 effect; tests raise from it to simulate a power cut at exactly that point.
@@ -51,7 +59,6 @@ disk.
 
 from __future__ import annotations
 
-import enum
 import logging
 import random
 import subprocess
@@ -67,9 +74,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fleetcast.agent.bootloader import Bootloader, make_bootloader, other_slot, simulate_boot
 from fleetcast.agent.client import DeviceApi, DeviceClient, backoff_delay
 from fleetcast.agent.config import AgentConfig
-from fleetcast.agent.health import run_health_checks
+from fleetcast.agent.health import check_env, run_health_checks
 from fleetcast.agent.identity import load_or_create_device_key
-from fleetcast.agent.install import Installer, InstallProgress
+from fleetcast.agent.inplace import advance_in_place, discard_in_place
+from fleetcast.agent.install import Installer, InstallProgress, is_in_place
+from fleetcast.agent.inventory import InstalledVersions, installed_as, make_inventory
 from fleetcast.agent.journal import (
     AddressedReport,
     Journal,
@@ -78,12 +87,14 @@ from fleetcast.agent.journal import (
     ResumePoint,
     UpdateInProgress,
 )
+from fleetcast.agent.results import StepResult
 from fleetcast.agent.slots import InstalledArtifacts, SlotContent
 from fleetcast.core.signing import public_key_from_pem
-from fleetcast.core.wire import DeviceUpdateStatus, Inventory, StatusReport, UpdateOffer
+from fleetcast.core.wire import DeviceUpdateStatus, StatusReport, UpdateOffer
 from fleetcast.exceptions import (
     DeviceStateError,
     FleetcastError,
+    IncompatibleError,
     InvalidDataError,
     ServerResponseError,
     TransportError,
@@ -120,34 +131,20 @@ TRANSITIONS: Final = (
     "download-interrupted",  # connection lost; attempts counted, resume later
     "report-dropped",  # the server refused a report for good (conflict, not found)
     "journal-reset",  # the journal was unreadable; started over from the committed slot
+    # In-place updates (files / script payloads; "download-started", "installed",
+    # "health-passed", "health-failed", "installed-recorded", "update-finished",
+    # "rolled-back" and the reports are shared with the A/B flow):
+    "switch-started",  # every payload staged and verified; journal SWITCHING
+    "payload-switching",  # journal names the files payload whose renames begin
+    "dest-moved-aside",  # dest renamed to its backup; staging not in place yet
+    "payload-switched",  # dest holds the new tree, the backup the old one
+    "script-passed",  # a script payload exited 0
+    "checks-started",  # journal TESTING: health checks after an in-place switch
+    "switch-failed",  # a rename or script failed; journal ROLLING_BACK
+    "switch-interrupted",  # restarted in SWITCHING/TESTING; journal ROLLING_BACK
+    "payload-restored",  # a switched files payload is back to its previous tree
+    "backups-removed",  # the in-place update committed: backups and staging deleted
 )
-
-
-class StepResult(enum.StrEnum):
-    """What one :meth:`Agent.step` achieved."""
-
-    IDLE = "idle"
-    """Nothing to do (the server has no update for this device)."""
-    PENDING = "pending"
-    """The server has not accepted this device yet; try again later."""
-    REJECTED = "rejected"
-    """The server rejected or decommissioned this device; stop."""
-    RETRY = "retry"
-    """The server could not be reached or an update was interrupted; retry after backoff."""
-    REBOOT_REQUIRED = "reboot-required"
-    """A trial boot (or a rollback) is armed; the device must reboot now."""
-    UPDATED = "updated"
-    """The new version passed its health checks and is committed."""
-    ROLLED_BACK = "rolled-back"
-    """The new version failed; the device runs its previous version again."""
-    FAILED = "failed"
-    """The update was refused or failed before the trial boot; nothing changed."""
-    ALREADY_INSTALLED = "already-installed"
-    """The offered version is the one running."""
-    ABORTED = "aborted"
-    """The operator aborted the deployment before the trial boot was armed."""
-    STOPPED = "stopped"
-    """:meth:`Agent.run` was asked to stop."""
 
 
 class _DeploymentAbortedError(Exception):
@@ -205,6 +202,7 @@ class Agent:
         )
         self.journal = Journal(config.state_dir)
         self.installed = InstalledArtifacts(config.state_dir)
+        self.versions = InstalledVersions(config.state_dir)
         self.state = self.journal.load()
         self._hook = on_transition
         self._started = False
@@ -287,13 +285,13 @@ class Agent:
 
     def _send_inventory(self) -> None:
         active = self.bootloader.active_slot()
-        content = self.installed.get(active)
         self.client.send_inventory(
-            Inventory(
+            make_inventory(
                 device_type=self.config.device_type,
-                artifact_name=content.name if content else None,
-                artifact_version=content.version if content else None,
-                attributes={**self.config.attributes, "fleetcast_slot": active},
+                attributes=self.config.attributes,
+                active_slot=active,
+                running=self.installed.get(active),
+                in_place=self.versions.load(),
             )
         )
         self._inventory_sent = True
@@ -395,8 +393,9 @@ class Agent:
             )
             if reboot:
                 return StepResult.REBOOT_REQUIRED
-        if self.installed.problem is not None:
-            self._log(self.installed.problem)
+        for problem in (self.installed.problem, self.versions.problem):
+            if problem is not None:
+                self._log(problem)
         return None
 
     def _idle_step(self) -> StepResult:
@@ -420,6 +419,8 @@ class Agent:
             limits=self.config.limits,
             checkpoint=self._checkpoint,
             progress=self._progress,
+            files_roots=self.config.files_roots,
+            state_dir=self.config.state_dir,
         )
         return installer
 
@@ -438,13 +439,21 @@ class Agent:
         installer = self._installer()
         active = self.bootloader.active_slot()
         running = self.installed.get(active)
+        in_place = self.versions.load()
         manifest = offer.manifest.manifest
+        installed = installed_as(manifest.name, running, in_place)
         what = f"{manifest.name} {manifest.version} (deployment {offer.deployment_id})"
-        update = UpdateInProgress(offer, other_slot(active), active, running)
+        if is_in_place(manifest):
+            update = UpdateInProgress(offer, active, other_slot(active), installed)
+            where = "in place"
+        else:
+            update = UpdateInProgress(offer, other_slot(active), active, running)
+            where = f"into slot {update.target_slot}"
         try:
             installer.verify_signature(offer)
-            if installer.is_same_version(manifest, running):
-                self._log(f"{what} is already installed in slot {active}")
+            _check_name_kind(manifest.name, is_in_place(manifest), running, in_place)
+            if installer.is_same_version(manifest, installed):
+                self._log(f"{what} is already installed")
                 self.state = replace(
                     self.state,
                     pending_report=AddressedReport(
@@ -454,7 +463,7 @@ class Agent:
                 self._transition("update-already-installed")
                 self._flush_report()
                 return StepResult.ALREADY_INSTALLED
-            installer.check_offer(offer, running)
+            installer.check_offer(offer, installed)
         except InvalidDataError as e:
             self._log(f"refused {what}: {e}")
             report = AddressedReport(
@@ -469,7 +478,7 @@ class Agent:
             self._flush_report()
             return StepResult.FAILED
         self.state = replace(self.state, phase=Phase.DOWNLOADING, update=update)
-        self._log(f"installing {what} into slot {update.target_slot}")
+        self._log(f"installing {what} {where}")
         self.state = replace(
             self.state,
             pending_report=self._report(DeviceUpdateStatus.DOWNLOADING, progress=0),
@@ -485,6 +494,8 @@ class Agent:
             return self._advance_unguarded()
         except _DeploymentAbortedError as e:
             self._log(f"deployment aborted by the operator before the trial boot: {e}")
+            if is_in_place(self._update.offer.manifest.manifest):
+                discard_in_place(self)
             self._transition(
                 "update-aborted",
                 replace(self.state, phase=Phase.IDLE, update=None, pending_report=None),
@@ -493,6 +504,8 @@ class Agent:
 
     def _advance_unguarded(self) -> StepResult:
         phase, update = self.state.phase, self._update
+        if is_in_place(update.offer.manifest.manifest):
+            return advance_in_place(self)
         target, previous = update.target_slot, update.previous_slot
         if phase is Phase.DOWNLOADING:
             if self.bootloader.in_trial():
@@ -563,12 +576,7 @@ class Agent:
                 offer, target, self.client.artifact_source(offer), resume=update.resume
             )
         except TransportError as e:
-            update = replace(self._update, download_attempts=self._update.download_attempts + 1)
-            self._log(f"download interrupted (attempt {update.download_attempts}): {e}")
-            if update.download_attempts >= self.config.limits.max_download_attempts:
-                return self._fail(f"download failed {update.download_attempts} times: {e}")
-            self._transition("download-interrupted", replace(self.state, update=update))
-            return StepResult.RETRY
+            return self._download_interrupted(e)
         except (InvalidDataError, DeviceStateError) as e:
             self._log(f"install into slot {update.target_slot} failed: {e}")
             return self._fail(str(e))
@@ -581,6 +589,15 @@ class Agent:
         )
         self._transition("installed")
         return self._arm()
+
+    def _download_interrupted(self, error: TransportError) -> StepResult:
+        """Count a broken download; give up (report failure) after the limit."""
+        update = replace(self._update, download_attempts=self._update.download_attempts + 1)
+        self._log(f"download interrupted (attempt {update.download_attempts}): {error}")
+        if update.download_attempts >= self.config.limits.max_download_attempts:
+            return self._fail(f"download failed {update.download_attempts} times: {error}")
+        self._transition("download-interrupted", replace(self.state, update=update))
+        return StepResult.RETRY
 
     def _fail(self, message: str) -> StepResult:
         report = self._failure(message, rolled_back=False)
@@ -614,12 +631,12 @@ class Agent:
         result = run_health_checks(
             self.config.health.commands,
             timeout=self.config.health.timeout,
-            env={
-                "FLEETCAST_SLOT": update.target_slot,
-                "FLEETCAST_SLOT_PATH": str(self.config.slots.path(update.target_slot)),
-                "FLEETCAST_ARTIFACT_NAME": manifest.name,
-                "FLEETCAST_ARTIFACT_VERSION": manifest.version,
-            },
+            env=check_env(
+                slot=update.target_slot,
+                slot_path=str(self.config.slots.path(update.target_slot)),
+                name=manifest.name,
+                version=manifest.version,
+            ),
         )
         for line in result.log:
             self._log(line)
@@ -639,7 +656,12 @@ class Agent:
         self._event("committed")
         self.installed.set(update.target_slot, SlotContent(manifest.name, manifest.version))
         self._event("installed-recorded")
-        self._log(f"committed slot {update.target_slot}: {manifest.name} {manifest.version}")
+        return self._finish_updated(
+            f"committed slot {update.target_slot}: {manifest.name} {manifest.version}"
+        )
+
+    def _finish_updated(self, message: str) -> StepResult:
+        self._log(message)
         report = self._report(DeviceUpdateStatus.SUCCESS, progress=100)
         self._transition(
             "update-finished",
@@ -661,6 +683,24 @@ class Agent:
         self._flush_report()
         self._try_inventory()
         return StepResult.ROLLED_BACK
+
+
+def _check_name_kind(
+    name: str, in_place: bool, running: SlotContent | None, in_place_versions: dict[str, str]
+) -> None:
+    """A name is either the root file system's or an in-place artifact's, never both.
+
+    Raises:
+        IncompatibleError: the artifact would mix the two.
+    """
+    if in_place and running is not None and running.name == name:
+        raise IncompatibleError(
+            f"artifact {name} has no rootfs-image, but {name} is the root file system's name"
+        )
+    if not in_place and name in in_place_versions:
+        raise IncompatibleError(
+            f"artifact {name} is a rootfs-image, but {name} is installed in place (files/script)"
+        )
 
 
 def run_agent(

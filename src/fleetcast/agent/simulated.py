@@ -7,7 +7,7 @@ Layout of ``root``::
     slot-b.img        slot B: empty
     uboot.env         the simulated U-Boot environment (boot_part=a ...)
     uboot.env.cmdline the "kernel command line" of the running system
-    state/            journal, device key, slot record
+    state/            journal, device key, slot record, in-place artifact versions
 
 Everything the agent knows is in these files, so a device can be stopped,
 "power-cycled" with :func:`~fleetcast.agent.bootloader.simulate_boot` and
@@ -29,6 +29,7 @@ from fleetcast.agent.config import (
     HealthConfig,
     SlotsConfig,
 )
+from fleetcast.agent.inventory import InstalledVersions
 from fleetcast.agent.slots import InstalledArtifacts, SlotContent
 from fleetcast.exceptions import DeviceStateError
 
@@ -64,6 +65,7 @@ class SimulatedDevice:
         enrollment_token: str | None = None,
         attributes: dict[str, str] | None = None,
         limits: AgentLimits | None = None,
+        files_roots: Sequence[Path] = (),
     ) -> SimulatedDevice:
         """Write a factory-fresh device: image in slot A (committed, booted), slot B empty.
 
@@ -98,6 +100,7 @@ class SimulatedDevice:
                 timeout=health_timeout,
             ),
             limits=limits or AgentLimits(),
+            files_roots=tuple(files_roots),
         )
         config.state_dir.mkdir(exist_ok=True)
         InstalledArtifacts(config.state_dir).set("a", SlotContent(artifact_name, artifact_version))
@@ -142,6 +145,10 @@ class SimulatedDevice:
         """``(artifact_name, artifact_version)`` of the running slot, ``None`` if unknown."""
         content = InstalledArtifacts(self.root / "state").get(self.booted_slot())
         return (content.name, content.version) if content else (None, None)
+
+    def installed_in_place(self) -> dict[str, str]:
+        """``name -> version`` of the artifacts installed in place (``files`` / ``script``)."""
+        return InstalledVersions(self.root / "state").load()
 
     def slot_bytes(self, slot: str) -> bytes:
         """The current content of slot ``"a"`` or ``"b"``."""
