@@ -15,6 +15,7 @@ What happens:
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -139,6 +140,7 @@ def demo(
             fleet.stop()
             server.stop()
             client.close()
+            shutil.rmtree(workdir, ignore_errors=True)
     if keep_running:
         console.print(f"\nServer running at {server.url}")
         console.print(f"  export FLEETCAST_URL={server.url}")
