@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit e2e lock clean docs
+.PHONY: demo test test-long lint typecheck unit e2e lock clean docs screenshots bench-agent bench-checkin bench-wakeup bench-download bench-rollout bench-delta
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,25 @@ clean:
 # Regenerate the generated docs (the CLI reference).
 docs: $(STAMP)
 	$(BIN)/python -m fleetcast.cli._reference docs/cli.md
+
+# Refresh the console screenshots shown in the README (runs the browser tests).
+screenshots: $(STAMP)
+	FLEETCAST_UPDATE_SCREENSHOTS=1 $(BIN)/pytest -q tests/console/test_console.py
+
+# Benchmarks print ratios against a baseline run in the same script.
+bench-agent: $(STAMP)
+	$(BIN)/python bench/agent/bench_agent.py
+bench-checkin: $(STAMP)
+	$(BIN)/python bench/checkin.py
+bench-wakeup: $(STAMP)
+	$(BIN)/python bench/fleet.py wakeup
+bench-download: $(STAMP)
+	$(BIN)/python bench/download.py
+bench-rollout: $(STAMP)
+	$(BIN)/python bench/fleet.py rollout
+
+# The long fault-injection variants (CI runs them too).
+test-long: $(STAMP)
+	FLEETCAST_LONG_FUZZ=1 FLEETCAST_LONG_FAULTS=1 FLEETCAST_LONG_SOAK=1 $(BIN)/pytest -q tests/fuzz tests/e2e/test_hostile_network.py tests/e2e/test_server_crash.py tests/e2e/test_soak.py
+bench-delta: $(STAMP)
+	$(BIN)/python bench/delta/run.py

@@ -30,7 +30,16 @@ def _modules_after_import(module: str) -> set[str]:
     return set(json.loads(out.stdout))
 
 
-@pytest.mark.parametrize("module", ["fleetcast.agent", "fleetcast.core.wire", "fleetcast.artifact"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "fleetcast.agent",
+        "fleetcast.agent.delta",
+        "fleetcast.core.wire",
+        "fleetcast.artifact",
+        "fleetcast.delta",
+    ],
+)
 def test_device_side_imports_nothing_of_the_server(module: str) -> None:
     loaded = _modules_after_import(module)
     leaked = sorted(

@@ -9,6 +9,8 @@ Roots are chosen by what the caller must do::
     │   ├── IntegrityError            payload length or hash differs from the signed manifest
     │   ├── IncompatibleError         wrong device type, unmet ``depends``
     │   ├── DowngradeError            older version and the deployment does not allow it
+    │   ├── DeltaError                a delta cannot be used (malformed, wrong source, bad
+    │   │                             result, unknown engine): install the full artifact
     │   └── ValidationError           a wire object or config field fails validation
     ├── TransportError            network or server trouble: retry with backoff
     │   └── ServerResponseError       the server answered with an unexpected status
@@ -51,6 +53,15 @@ class DowngradeError(InvalidDataError):
     """The artifact is older than the installed version and downgrades are not allowed."""
 
 
+class DeltaError(InvalidDataError):
+    """A delta cannot be applied: malformed, made for another source, over a bound,
+    of an engine this device lacks, or its result differs from the signed manifest.
+
+    Deltas are unsigned, untrusted input: the only right reaction is to discard
+    what was written and install the full, signed artifact instead.
+    """
+
+
 class ValidationError(InvalidDataError):
     """A wire object, manifest field or configuration value is invalid."""
 
@@ -88,6 +99,7 @@ class UsageError(FleetcastError):
 __all__ = [
     "ApiError",
     "ArtifactFormatError",
+    "DeltaError",
     "DeviceStateError",
     "DowngradeError",
     "FleetcastError",

@@ -129,3 +129,49 @@ def test_files_roots(tmp_path: Path) -> None:
     assert _load(tmp_path / "..", config.to_toml()) == config
     with pytest.raises(ValidationError, match="files_roots"):
         _load(tmp_path, 'files_roots = ["etc/acme"]\n' + GOOD)
+
+
+BOARD = GOOD.replace(
+    '[bootloader]\ntype = "simulated"\nenv_file = "uboot.env"',
+    '[bootloader]\ntype = "uboot"\nfw_env_config = "/etc/fw_env.config"\n\n'
+    '[installer]\ntype = "swupdate"\nargs = ["-k", "/etc/swupdate.pem"]\n\n'
+    '[modules]\ndir = "/usr/lib/fleetcast/modules"\ntimeout = 60\n',
+).replace("timeout = 5", "timeout = 5\nsystemd = true\nserver = true\nwatchdog = 120")
+
+
+def test_board_options_load_and_round_trip(tmp_path: Path) -> None:
+    config = _load(tmp_path, BOARD)
+    assert config.bootloader.type == "uboot"
+    assert config.bootloader.fw_env_config == Path("/etc/fw_env.config")
+    assert config.installer.type == "swupdate" and config.installer.args == (
+        "-k",
+        "/etc/swupdate.pem",
+    )
+    assert config.modules.timeout == 60
+    assert config.health.systemd and config.health.server and config.health.watchdog == 120
+    assert _load(tmp_path / "..", config.to_toml()) == config
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda t: t.replace('type = "swupdate"', 'type = "mender"'), "installer.type"),
+        (lambda t: t.replace('type = "swupdate"', 'type = "rauc"'), "installer.type 'rauc'"),
+        (lambda t: t.replace('type = "uboot"', 'type = "rauc"'), "installer.type 'rauc'"),
+        (lambda t: t.replace("systemd = true", "systemd = 1"), "health.systemd"),
+        (lambda t: t.replace("watchdog = 120", "watchdog = 0"), "health.watchdog"),
+        (lambda t: t.replace("timeout = 60", "timeout = -1"), "modules.timeout"),
+        (lambda t: t.replace("[modules]", "[modules]\nhandlers = 1"), "modules.handlers"),
+    ],
+)
+def test_bad_board_option_is_named(tmp_path: Path, edit: object, key: str) -> None:
+    with pytest.raises(ValidationError, match=key.replace(".", r"\.")):
+        _load(tmp_path, edit(BOARD))  # type: ignore[operator]
+
+
+def test_rauc_bootloader_keeps_its_trial_record_in_the_state_dir(tmp_path: Path) -> None:
+    text = BOARD.replace('type = "uboot"', 'type = "rauc"').replace(
+        'type = "swupdate"', 'type = "rauc"'
+    )
+    config = _load(tmp_path, text)
+    assert config.bootloader.trial_file == tmp_path / "state" / "rauc-trial.json"

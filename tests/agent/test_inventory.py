@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fleetcast.agent.inventory import InstalledVersions, installed_as, make_inventory
 from fleetcast.agent.slots import SlotContent
+from fleetcast.delta import available_engines
 
 FW = SlotContent("acme-fw", "1.0.0")
 
@@ -42,5 +43,15 @@ def test_inventory_keeps_the_root_file_system_and_lists_the_rest_as_attributes()
     assert inventory.attributes == {
         "site": "berlin",
         "fleetcast_slot": "b",
+        "fleetcast_delta_engines": ",".join(available_engines()),
         "artifact.acme-conf": "2.0.0",
     }
+
+
+def test_inventory_reports_the_image_hash_recorded_at_commit() -> None:
+    """The server offers a delta only from the image the device really runs."""
+    running = SlotContent("acme-fw", "1.0.0", 1000, "a" * 64)
+    inventory = make_inventory(
+        device_type="acme-gw", attributes={}, active_slot="a", running=running, in_place={}
+    )
+    assert inventory.attributes["fleetcast_rootfs_sha256"] == "a" * 64

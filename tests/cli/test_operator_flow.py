@@ -100,3 +100,20 @@ def test_a_wrong_token_is_refused(cli: CliRunner, server: ServerThread) -> None:
     result = cli("--url", server.url, "--token", "wrong", "devices", "list")
     assert result.code == 1
     assert "401" in result.err
+
+
+def test_upload_files_for_swupdate_and_rauc_devices(operator: CliRunner, tmp_path: Path) -> None:
+    """An opaque .swu is uploaded with its name, version and device types; the file name
+    DDI clients see defaults to the uploaded file's. --version alone is a usage error."""
+    swu = tmp_path / "acme-os-4.2.0.swu"
+    swu.write_bytes(b"070702 a signed swupdate image")
+    result = operator(
+        "--json", "artifact", "upload", str(swu), "--name", "acme-os", "--version", "4.2.0",
+        "-t", "acme-swu", "-t", "acme-swu-v2",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    artifact = json.loads(result.out)
+    assert (artifact["format"], artifact["compatible"]) == ("file", ["acme-swu", "acme-swu-v2"])
+    assert artifact["details"]["filename"] == "acme-os-4.2.0.swu"
+    misuse = operator("artifact", "upload", str(swu), "--version", "4.2.0")
+    assert misuse.code == 2 and "--name" in misuse.err

@@ -137,3 +137,41 @@ def test_unsigned_manifest_is_refused() -> None:
 def test_floats_cannot_be_signed() -> None:
     with pytest.raises(ValidationError, match="floats"):
         canonical_json({"a": 1.5})
+
+
+@pytest.mark.parametrize(
+    ("meta", "ok"),
+    [
+        ({"handler": "deb"}, True),
+        ({"handler": "acme-fw.v2_x"}, True),
+        ({}, False),
+        ({"handler": ""}, False),
+        ({"handler": "../../bin/sh"}, False),
+        ({"handler": "/usr/bin/deb"}, False),
+        ({"handler": ".hidden"}, False),
+        ({"handler": "Deb"}, False),
+        ({"handler": "x" * 65}, False),
+    ],
+)
+def test_module_payload_names_a_plain_handler(meta: dict[str, str], ok: bool) -> None:
+    """A module payload names its handler, a file name in the device's modules directory:
+    never a path, so a signed manifest cannot point the agent at an arbitrary program."""
+    data = manifest_dict()
+    data["payloads"][0].update(name="tool", type="module", meta=meta)
+    if ok:
+        manifest = Manifest.from_dict(data)
+        assert manifest.payloads[0].meta["handler"] == meta["handler"]
+        assert Manifest.from_dict(manifest.to_dict()) == manifest
+    else:
+        with pytest.raises(ValidationError, match="handler"):
+            Manifest.from_dict(data)
+
+
+def test_module_payloads_combine_with_files_and_scripts() -> None:
+    data = manifest_dict()
+    module = data["payloads"][0]
+    module.update(name="tool", type="module", meta={"handler": "deb"})
+    conf = copy.deepcopy(module)
+    conf.update(name="conf", type="files", meta={"dest": "/etc/acme"})
+    data["payloads"].append(conf)
+    assert [p.type for p in Manifest.from_dict(data).payloads] == ["module", "files"]

@@ -160,6 +160,11 @@ async def test_expired_and_garbage_tokens_are_401(server: Server) -> None:
     device.token = None
     response = await server.http.get("/api/device/v1/next")
     assert response.status_code == 401 and _code(response) == "unauthorized"
+    # Not ASCII (superscript digits, an accent): still a 401, never a 500.
+    for odd in (f"{device.device_id}.\u00b2\u00b3.y", f"{device.device_id}.1.\u00e9"):
+        header = ("Bearer " + odd).encode("latin-1")
+        response = await server.http.get("/api/device/v1/next", headers={"Authorization": header})
+        assert response.status_code == 401 and _code(response) == "unauthorized", odd
 
 
 async def test_management_api_needs_the_admin_token(server: Server) -> None:

@@ -1,8 +1,9 @@
 """The A/B switch: which slot boots, and the boot counter that guards a trial.
 
 Every backend (simulated U-Boot here; U-Boot via ``fw_setenv`` and GRUB via
-``grub-editenv`` later) implements the same :class:`Bootloader` protocol, and
-the agent only ever talks to that protocol:
+``grub-editenv`` in :mod:`fleetcast.agent.bootloaders`; RAUC's slot status in
+:mod:`fleetcast.agent.installers.rauc`) implements the same :class:`Bootloader`
+protocol, and the agent only ever talks to that protocol:
 
 - ``arm_trial(slot)``: the next boot tries ``slot``, under a boot counter;
 - after that boot the agent runs its health checks, then either ``commit()``
@@ -302,12 +303,28 @@ def make_bootloader(config: BootloaderConfig) -> Bootloader:
     """Build the backend named by ``bootloader.type``.
 
     Raises:
-        UsageError: the type has no backend yet, or it lacks its settings.
+        UsageError: the type has no backend, or it lacks its settings.
     """
+    # Imported here: the backends import this module for the protocol.
+    from fleetcast.agent.bootloaders import Grub, UBoot
+    from fleetcast.agent.installers.rauc import Rauc, RaucBootloader
+
     if config.type == "simulated":
         if config.env_file is None:
             raise UsageError("bootloader.env_file is required for the simulated bootloader")
         return SimulatedUBoot(config.env_file)
+    if config.type == "uboot":
+        return UBoot(config.fw_env_config, cmdline=config.cmdline, timeout=config.tool_timeout)
+    if config.type == "grub":
+        return Grub(config.grubenv, cmdline=config.cmdline, timeout=config.tool_timeout)
+    if config.type == "rauc":
+        if config.trial_file is None:
+            raise UsageError("the RAUC bootloader needs a trial_file (set from state_dir)")
+        return RaucBootloader(
+            Rauc(config.rauc_conf, timeout=config.tool_timeout),
+            bootnames=config.rauc_bootnames,
+            trial_file=config.trial_file,
+        )
     raise UsageError(f"bootloader type {config.type!r} is not implemented")
 
 

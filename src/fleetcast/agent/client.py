@@ -20,7 +20,10 @@ re-authentication and a retry. ``device_pending`` and ``device_rejected`` are
 raised to the runner, which waits or stops.
 
 :class:`HttpByteSource` serves artifact downloads with ``Range: bytes=N-``
-and ``If-Range`` so an interrupted download resumes, even after a reboot.
+and ``If-Range`` so an interrupted download resumes, even after a reboot. A
+download may be redirected (a server with S3 storage answers with a
+presigned URL); only downloads follow redirects, keeping their ``Range`` and
+dropping the bearer token.
 """
 
 from __future__ import annotations
@@ -38,7 +41,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fleetcast.agent.config import AgentConfig
 from fleetcast.agent.install import ByteSource
 from fleetcast.core.signing import public_key_to_pem
-from fleetcast.core.wire import AuthRequest, AuthResponse, Inventory, StatusReport, UpdateOffer
+from fleetcast.core.wire import (
+    AuthRequest,
+    AuthResponse,
+    DeltaOffer,
+    Inventory,
+    StatusReport,
+    UpdateOffer,
+)
 from fleetcast.exceptions import (
     ServerResponseError,
     TransportError,
@@ -49,6 +59,9 @@ from fleetcast.exceptions import (
 API_PREFIX: Final = "/api/device/v1"
 SIGNATURE_HEADER: Final = "X-Fleetcast-Signature"
 _RETRY_STATUS: Final = frozenset({429, 500, 502, 503, 504})
+_REDIRECT_STATUS: Final = frozenset({301, 302, 303, 307, 308})
+#: Redirects a download may take (the server sends one, to a presigned URL).
+_MAX_REDIRECTS: Final = 3
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,8 @@ class DeviceApi(Protocol):
 
     def artifact_source(self, offer: UpdateOffer) -> ByteSource: ...
 
+    def delta_source(self, delta: DeltaOffer) -> ByteSource: ...
+
     def close(self) -> None: ...
 
 
@@ -98,7 +113,7 @@ def _error_from(response: httpx.Response, body: bytes, what: str) -> ServerRespo
         error = json.loads(body)["error"]
         code = error["code"] if isinstance(error.get("code"), str) else None
         message = str(error.get("message", ""))
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         pass
     return ServerResponseError(
         f"{what}: server answered {response.status_code}"
@@ -328,7 +343,7 @@ class DeviceClient:
             raise _error_from(response, data, f"POST {url}")
         try:
             auth = AuthResponse.from_dict(json.loads(data))
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise ValidationError(f"POST {url}: answer is not JSON") from e
         self.device_id, self._token = auth.device_id, auth.token
         return auth
@@ -362,7 +377,7 @@ class DeviceClient:
             return NextUpdate(None, new_etag, not_modified=True)
         try:
             parsed = json.loads(data)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise ValidationError("GET /next: answer is not JSON") from e
         if not isinstance(parsed, dict) or "update" not in parsed:
             raise ValidationError("GET /next: answer has no 'update' field")
@@ -382,6 +397,10 @@ class DeviceClient:
     def artifact_source(self, offer: UpdateOffer) -> HttpByteSource:
         """The offer's artifact as a resumable :class:`ByteSource`."""
         return HttpByteSource(self, offer.download_url, offer.artifact_size)
+
+    def delta_source(self, delta: DeltaOffer) -> HttpByteSource:
+        """An offered delta as a :class:`ByteSource`, never more than its offered size."""
+        return HttpByteSource(self, delta.url, delta.size)
 
     def open_download(self, url: str, headers: dict[str, str]) -> httpx.Response:
         """Start a streamed download (with retries and re-authentication on connect).
@@ -410,6 +429,8 @@ class DeviceClient:
                     raise
                 self._backoff(attempt)
                 continue
+            if response.status_code in _REDIRECT_STATUS and "location" in response.headers:
+                response = self._follow_redirects(response, headers)
             if response.status_code in (200, 206):
                 return response
             data = self._read_body(response, self.limits.max_response_size, f"GET {url}")
@@ -422,6 +443,43 @@ class DeviceClient:
                 self._backoff(attempt)
                 continue
             raise error
+
+    def _follow_redirects(
+        self, response: httpx.Response, headers: dict[str, str]
+    ) -> httpx.Response:
+        """Follow a download's redirects (to a presigned object-store URL).
+
+        The bearer token is not sent along: the target (S3) authorises by its
+        URL's signature, and the token must not leak to another host. ``Range``
+        and ``If-Range`` are kept, so a resumed download stays ranged.
+
+        Raises:
+            TransportError: the target cannot be reached.
+            ServerResponseError: more than ``_MAX_REDIRECTS`` redirects.
+        """
+        for _ in range(_MAX_REDIRECTS):
+            target = response.url.join(response.headers["location"])
+            response.close()
+            if target.scheme not in ("http", "https"):
+                raise ServerResponseError(
+                    f"GET {response.url}: redirect to unsupported URL {target}",
+                    status_code=response.status_code,
+                )
+            response = self._send(
+                "GET",
+                str(target),
+                headers=dict(headers),
+                content=None,
+                timeout=self.limits.request_timeout,
+                stream=True,
+            )
+            if response.status_code not in _REDIRECT_STATUS or "location" not in response.headers:
+                return response
+        response.close()
+        raise ServerResponseError(
+            f"GET {response.url}: more than {_MAX_REDIRECTS} redirects",
+            status_code=response.status_code,
+        )
 
 
 class HttpByteStream:

@@ -34,6 +34,12 @@ Example::
     commands = [["systemctl", "is-system-running", "--wait"]]
     timeout = 30
 
+``mqtt_url`` (top level, optional, ``mqtt[s]://[user:password@]host[:port]``)
+makes the agent subscribe to its check-in topic
+(``{mqtt_topic_prefix}/devices/{device id}/check-in``, prefix default
+``fleetcast``) and check in as soon as a notice arrives; with it, set
+``long_poll = 0`` and a long ``poll_interval`` (say 3600) as the fallback.
+
 ``files_roots`` (top level, optional) restricts where ``files`` payloads
 may install: each payload's ``dest`` must lie strictly inside one of these
 absolute directories. Without it (the default) any absolute ``dest`` is
@@ -52,7 +58,8 @@ from typing import Any, Final
 
 from fleetcast.exceptions import ValidationError
 
-BOOTLOADER_TYPES: Final = ("simulated",)
+BOOTLOADER_TYPES: Final = ("simulated", "uboot", "grub", "rauc")
+INSTALLER_TYPES: Final = ("fleetcast", "rauc", "swupdate")
 SLOT_NAMES: Final = ("a", "b")
 
 
@@ -99,10 +106,77 @@ class AgentLimits:
 
 @dataclass(frozen=True)
 class BootloaderConfig:
-    """Which bootloader backend holds the A/B switch and its boot counter."""
+    """Which bootloader backend holds the A/B switch and its boot counter.
+
+    Attributes:
+        type: ``simulated``, ``uboot`` (``fw_printenv``/``fw_setenv``),
+            ``grub`` (``grub-editenv``) or ``rauc`` (RAUC owns the switch).
+        env_file: the simulated bootloader's environment file.
+        fw_env_config: U-Boot: the ``fw_env.config`` naming the environment
+            (one line, or two for a redundant environment); ``None``: the
+            tools' default, ``/etc/fw_env.config``.
+        grubenv: GRUB: the environment block ``grub.cfg`` loads.
+        cmdline: U-Boot and GRUB: where ``fleetcast.slot=a|b`` of the running
+            system is read (the boot snippets put it on the kernel command line).
+        rauc_conf: RAUC: its ``system.conf`` (``None``: RAUC's default).
+        rauc_bootnames: RAUC: the ``bootname`` of the slot Fleetcast calls
+            ``a`` and of the one it calls ``b``.
+        trial_file: RAUC: where the agent records the trial it armed
+            (always ``<state_dir>/rauc-trial.json``; not configurable).
+        tool_timeout: seconds one call of a bootloader tool may take.
+    """
 
     type: str = "simulated"
     env_file: Path | None = None
+    fw_env_config: Path | None = None
+    grubenv: Path = Path("/boot/grub/grubenv")
+    cmdline: Path = Path("/proc/cmdline")
+    rauc_conf: Path | None = None
+    rauc_bootnames: tuple[str, str] = ("A", "B")
+    trial_file: Path | None = None
+    tool_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class InstallerConfig:
+    """Who writes a verified ``rootfs-image`` payload into the inactive slot.
+
+    Attributes:
+        type: ``fleetcast`` (the agent streams the image into the slot itself),
+            ``rauc`` (the payload is a RAUC bundle handed to ``rauc install``) or
+            ``swupdate`` (the payload is a ``.swu`` handed to ``swupdate -i``).
+        args: extra arguments for the external tool (e.g. SWUpdate's
+            ``-k /etc/swupdate/cert.pem -H board:1.0``).
+        swupdate_select: SWUpdate: the ``-e software,mode`` selection that
+            writes slot ``a`` and the one that writes slot ``b``.
+        spool_dir: where an external installer's bundle is downloaded first
+            (default: ``state_dir``); it needs room for one bundle.
+        timeout: seconds the external installer may run.
+    """
+
+    type: str = "fleetcast"
+    args: tuple[str, ...] = ()
+    swupdate_select: tuple[str, str] = ("stable,copy1", "stable,copy2")
+    spool_dir: Path | None = None
+    timeout: float = 3600.0
+
+    @property
+    def external(self) -> bool:
+        """Whether a tool other than the agent writes the slot."""
+        return self.type != "fleetcast"
+
+
+@dataclass(frozen=True)
+class ModulesConfig:
+    """Update modules: handler executables for ``module`` payloads.
+
+    Attributes:
+        dir: the directory holding one executable per handler name.
+        timeout: seconds one handler call may take.
+    """
+
+    dir: Path = Path("/usr/lib/fleetcast/modules")
+    timeout: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -119,10 +193,26 @@ class SlotsConfig:
 
 @dataclass(frozen=True)
 class HealthConfig:
-    """Commands that must all succeed on the new slot before it is committed."""
+    """Checks that must all pass on the new slot (or in-place update) before it is committed.
+
+    Attributes:
+        commands: argv lists; each must exit 0 within ``timeout``.
+        timeout: seconds each command may take.
+        systemd: also require ``systemctl is-system-running --wait`` to answer
+            ``running`` (or ``degraded`` with ``allow_degraded``) within ``timeout``.
+        allow_degraded: accept a ``degraded`` system (a unit failed).
+        server: also require that the agent can authenticate with the server
+            from the new system (network, clock, TLS and device key all work).
+        watchdog: seconds the whole health phase may take; a check still
+            running then is killed and the update counts as failed.
+    """
 
     commands: tuple[tuple[str, ...], ...] = ()
     timeout: float = 30.0
+    systemd: bool = False
+    allow_degraded: bool = False
+    server: bool = False
+    watchdog: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -151,6 +241,10 @@ class AgentConfig:
     reboot: RebootConfig = field(default_factory=RebootConfig)
     limits: AgentLimits = field(default_factory=AgentLimits)
     files_roots: tuple[Path, ...] = ()
+    mqtt_url: str | None = None
+    mqtt_topic_prefix: str = "fleetcast"
+    installer: InstallerConfig = field(default_factory=InstallerConfig)
+    modules: ModulesConfig = field(default_factory=ModulesConfig)
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -192,6 +286,10 @@ class AgentConfig:
             "reboot",
             "limits",
             "files_roots",
+            "mqtt_url",
+            "mqtt_topic_prefix",
+            "installer",
+            "modules",
         )
         server_url = top.string("server_url")
         if not server_url.startswith(("http://", "https://")):
@@ -205,23 +303,28 @@ class AgentConfig:
         poll_interval = top.number("poll_interval", 30.0)
         if poll_interval < 0:
             raise ValidationError("poll_interval must not be negative")
+        mqtt_url = top.opt_string("mqtt_url")
+        if mqtt_url is not None and not mqtt_url.startswith(("mqtt://", "mqtts://")):
+            raise ValidationError("mqtt_url must start with mqtt:// or mqtts://")
+        mqtt_topic_prefix = top.opt_string("mqtt_topic_prefix") or "fleetcast"
         trusted = top.paths("trusted_keys")
         if not trusted:
             raise ValidationError("trusted_keys must list at least one vendor public key")
 
-        boot = top.table("bootloader")
-        boot.only("type", "env_file")
-        boot_type = boot.string("type", "simulated")
-        if boot_type not in BOOTLOADER_TYPES:
-            raise ValidationError(
-                f"bootloader.type {boot_type!r} is not supported (one of {BOOTLOADER_TYPES})"
-            )
-        env_file = boot.path("env_file") if boot_type == "simulated" else boot.opt_path("env_file")
+        state_dir = top.path("state_dir")
+        bootloader = _bootloader(top.table("bootloader"), state_dir)
+        installer = _installer(top.table("installer", required=False), bootloader.type)
+        modules_table = top.table("modules", required=False)
+        modules_table.only("dir", "timeout")
+        modules = ModulesConfig(
+            dir=modules_table.opt_path("dir") or ModulesConfig.dir,
+            timeout=modules_table.positive("timeout", ModulesConfig.timeout),
+        )
 
         slots = top.table("slots")
         slots.only(*SLOT_NAMES)
         health = top.table("health", required=False)
-        health.only("commands", "timeout")
+        health.only("commands", "timeout", "systemd", "allow_degraded", "server", "watchdog")
         reboot = top.table("reboot", required=False)
         reboot.only("command")
         limits = top.table("limits", required=False)
@@ -238,21 +341,30 @@ class AgentConfig:
         return cls(
             server_url=server_url.rstrip("/"),
             device_type=top.string("device_type"),
-            state_dir=top.path("state_dir"),
+            state_dir=state_dir,
             trusted_keys=trusted,
             identity=identity,
             attributes=top.str_map("attributes", required=False),
             poll_interval=poll_interval,
             long_poll=long_poll,
             enrollment_token=top.opt_string("enrollment_token"),
-            bootloader=BootloaderConfig(type=boot_type, env_file=env_file),
+            bootloader=bootloader,
             slots=SlotsConfig(a=slots.path("a"), b=slots.path("b")),
             health=HealthConfig(
-                commands=health.argv_list("commands"), timeout=health.number("timeout", 30.0)
+                commands=health.argv_list("commands"),
+                timeout=health.positive("timeout", HealthConfig.timeout),
+                systemd=health.boolean("systemd", False),
+                allow_degraded=health.boolean("allow_degraded", False),
+                server=health.boolean("server", False),
+                watchdog=health.positive("watchdog", HealthConfig.watchdog),
             ),
             reboot=RebootConfig(command=reboot.argv("command", ("reboot",))),
             limits=AgentLimits(**limit_values),
             files_roots=top.absolute_paths("files_roots"),
+            mqtt_url=mqtt_url,
+            mqtt_topic_prefix=mqtt_topic_prefix,
+            installer=installer,
+            modules=modules,
         )
 
     def to_toml(self) -> str:
@@ -269,18 +381,106 @@ class AgentConfig:
             lines.append(f"enrollment_token = {_q(self.enrollment_token)}")
         if self.files_roots:
             lines.append(f"files_roots = [{', '.join(_q(str(p)) for p in self.files_roots)}]")
+        if self.mqtt_url is not None:
+            lines.append(f"mqtt_url = {_q(self.mqtt_url)}")
+            lines.append(f"mqtt_topic_prefix = {_q(self.mqtt_topic_prefix)}")
         lines += ["", "[identity]", *(f"{_q(k)} = {_q(v)}" for k, v in self.identity.items())]
         lines += ["", "[attributes]", *(f"{_q(k)} = {_q(v)}" for k, v in self.attributes.items())]
-        lines += ["", "[bootloader]", f"type = {_q(self.bootloader.type)}"]
-        if self.bootloader.env_file is not None:
-            lines.append(f"env_file = {_q(str(self.bootloader.env_file))}")
+        boot = self.bootloader
+        lines += ["", "[bootloader]", f"type = {_q(boot.type)}"]
+        for key in ("env_file", "fw_env_config", "rauc_conf"):
+            value = getattr(boot, key)
+            if value is not None:
+                lines.append(f"{key} = {_q(str(value))}")
+        lines += [
+            f"grubenv = {_q(str(boot.grubenv))}",
+            f"cmdline = {_q(str(boot.cmdline))}",
+            f"rauc_bootnames = {_argv(boot.rauc_bootnames)}",
+            f"tool_timeout = {float(boot.tool_timeout)!r}",
+        ]
+        inst = self.installer
+        lines += ["", "[installer]", f"type = {_q(inst.type)}", f"args = {_argv(inst.args)}"]
+        lines.append(f"swupdate_select = {_argv(inst.swupdate_select)}")
+        if inst.spool_dir is not None:
+            lines.append(f"spool_dir = {_q(str(inst.spool_dir))}")
+        lines.append(f"timeout = {float(inst.timeout)!r}")
+        lines += ["", "[modules]", f"dir = {_q(str(self.modules.dir))}"]
+        lines.append(f"timeout = {float(self.modules.timeout)!r}")
         lines += ["", "[slots]", f"a = {_q(str(self.slots.a))}", f"b = {_q(str(self.slots.b))}"]
-        commands = ", ".join(_argv(c) for c in self.health.commands)
+        health = self.health
+        commands = ", ".join(_argv(c) for c in health.commands)
         lines += ["", "[health]", f"commands = [{commands}]"]
-        lines.append(f"timeout = {float(self.health.timeout)!r}")
+        lines.append(f"timeout = {float(health.timeout)!r}")
+        for key in ("systemd", "allow_degraded", "server"):
+            lines.append(f"{key} = {'true' if getattr(health, key) else 'false'}")
+        lines.append(f"watchdog = {float(health.watchdog)!r}")
         lines += ["", "[reboot]", f"command = {_argv(self.reboot.command)}", "", "[limits]"]
         lines += [f"{f.name} = {getattr(self.limits, f.name)!r}" for f in fields(AgentLimits)]
         return "\n".join(lines) + "\n"
+
+
+def _bootloader(boot: _Table, state_dir: Path) -> BootloaderConfig:
+    boot.only(
+        "type",
+        "env_file",
+        "fw_env_config",
+        "grubenv",
+        "cmdline",
+        "rauc_conf",
+        "rauc_bootnames",
+        "tool_timeout",
+    )
+    boot_type = boot.string("type", "simulated")
+    if boot_type not in BOOTLOADER_TYPES:
+        raise ValidationError(
+            f"bootloader.type {boot_type!r} is not supported (one of {BOOTLOADER_TYPES})"
+        )
+    env_file = boot.path("env_file") if boot_type == "simulated" else boot.opt_path("env_file")
+    bootnames = boot.argv("rauc_bootnames", BootloaderConfig.rauc_bootnames)
+    if len(bootnames) != 2 or bootnames[0] == bootnames[1]:
+        raise ValidationError("bootloader.rauc_bootnames must name two different slots")
+    return BootloaderConfig(
+        type=boot_type,
+        env_file=env_file,
+        fw_env_config=boot.opt_path("fw_env_config"),
+        grubenv=boot.opt_path("grubenv") or BootloaderConfig.grubenv,
+        cmdline=boot.opt_path("cmdline") or BootloaderConfig.cmdline,
+        rauc_conf=boot.opt_path("rauc_conf"),
+        rauc_bootnames=(bootnames[0], bootnames[1]),
+        trial_file=state_dir / "rauc-trial.json" if boot_type == "rauc" else None,
+        tool_timeout=boot.positive("tool_timeout", BootloaderConfig.tool_timeout),
+    )
+
+
+def _installer(table: _Table, boot_type: str) -> InstallerConfig:
+    table.only("type", "args", "swupdate_select", "spool_dir", "timeout")
+    kind = table.string("type", "fleetcast")
+    if kind not in INSTALLER_TYPES:
+        raise ValidationError(
+            f"installer.type {kind!r} is not supported (one of {INSTALLER_TYPES})"
+        )
+    # RAUC marks slots active and good itself: it must own the boot switch, and
+    # nothing else may (two owners of one switch fight each other).
+    if (kind == "rauc") != (boot_type == "rauc"):
+        raise ValidationError(
+            "installer.type 'rauc' and bootloader.type 'rauc' go together "
+            f"(got installer {kind!r}, bootloader {boot_type!r})"
+        )
+    select = table.argv("swupdate_select", InstallerConfig.swupdate_select)
+    if len(select) != 2:
+        raise ValidationError("installer.swupdate_select must list two selections (slot a, slot b)")
+    args = table._get("args", False)
+    if args is not None and (
+        not isinstance(args, list) or not all(isinstance(a, str) for a in args)
+    ):
+        raise ValidationError("installer.args must be a list of strings")
+    return InstallerConfig(
+        type=kind,
+        args=tuple(args or ()),
+        swupdate_select=(select[0], select[1]),
+        spool_dir=table.opt_path("spool_dir"),
+        timeout=table.positive("timeout", InstallerConfig.timeout),
+    )
 
 
 def _q(text: str) -> str:
@@ -347,6 +547,20 @@ class _Table:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValidationError(f"{self._key(key)} must be a number")
         return float(value)
+
+    def positive(self, key: str, default: float) -> float:
+        value = self.number(key, default)
+        if value <= 0:
+            raise ValidationError(f"{self._key(key)} must be a positive number")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key, False)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ValidationError(f"{self._key(key)} must be true or false")
+        return value
 
     def integer(self, key: str, default: int) -> int:
         value = self._get(key, False)
@@ -416,10 +630,13 @@ class _Table:
 
 __all__ = [
     "BOOTLOADER_TYPES",
+    "INSTALLER_TYPES",
     "AgentConfig",
     "AgentLimits",
     "BootloaderConfig",
     "HealthConfig",
+    "InstallerConfig",
+    "ModulesConfig",
     "RebootConfig",
     "SlotsConfig",
 ]

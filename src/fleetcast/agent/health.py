@@ -6,6 +6,22 @@ command that hangs past its timeout is killed with its whole process group
 and counts as a failure: a check that never answers is not a passing check.
 The last lines of each command's output go into the journal's log tail, so
 a failure report tells the operator *why*.
+
+:func:`run_configured_checks` runs what ``[health]`` configures, in this
+order, under one :class:`~fleetcast.agent.watchdog.Deadline` of
+``health.watchdog`` seconds: ``systemctl is-system-running --wait`` (with
+``health.systemd``: the boot must reach ``running``, or ``degraded`` with
+``allow_degraded``), "the agent reached the server" (with ``health.server``:
+it authenticates with its device key from the new system), then the
+commands. A check that outlives the deadline is killed (a hung server call
+is abandoned) and fails the update.
+
+If the device reboots or loses power *during* the checks, the journal still
+says ``testing``: after a trial boot the bootloader has counted that boot,
+so the next boot runs the checks again from the start, and after
+``bootlimit`` boots the bootloader returns to the old slot by itself (the
+agent then reports the failure, rolled back). An in-place update (no boot
+counter) is rolled back instead of checked again.
 """
 
 from __future__ import annotations
@@ -14,9 +30,13 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
+
+from fleetcast.agent.config import HealthConfig
+from fleetcast.agent.watchdog import Deadline
 
 _OUTPUT_LINES: Final = 20
 _MAX_OUTPUT: Final = 64 * 1024
@@ -101,4 +121,93 @@ def run_health_checks(
     return HealthResult(True, tuple(log))
 
 
-__all__ = ["HealthResult", "check_env", "run_command", "run_health_checks"]
+SYSTEMD_CHECK: Final = ("systemctl", "is-system-running", "--wait")
+
+
+def _systemd_check(
+    health: HealthConfig, deadline: Deadline, env: Mapping[str, str] | None
+) -> tuple[bool, list[str]]:
+    shown = " ".join(SYSTEMD_CHECK)
+    timeout = deadline.bound(health.timeout)
+    code, output = run_command(SYSTEMD_CHECK, timeout=timeout, env=env)
+    state = output[-1].removeprefix("  | ").strip() if output else ""
+    if code is None:
+        return False, [f"health check timed out after {timeout:g}s: {shown}", *output]
+    if code == 0 or (health.allow_degraded and state == "degraded"):
+        return True, [f"health check passed: {shown} ({state or 'running'})"]
+    return False, [f"health check failed (exit {code}, system {state or 'unknown'}): {shown}"]
+
+
+def _server_check(reach_server: Callable[[], None], deadline: Deadline) -> tuple[bool, list[str]]:
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            reach_server()
+        except Exception as e:
+            outcome.append(e)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=call, name="fleetcast-health-server", daemon=True)
+    thread.start()
+    thread.join(timeout=deadline.remaining())
+    if not outcome:
+        return False, [f"health check timed out after {deadline.seconds:g}s: reach the server"]
+    if outcome[0] is not None:
+        return False, [f"health check failed: cannot reach the server: {outcome[0]}"]
+    return True, ["health check passed: reached the server"]
+
+
+def run_configured_checks(
+    health: HealthConfig,
+    *,
+    env: Mapping[str, str] | None = None,
+    reach_server: Callable[[], None] | None = None,
+    deadline: Deadline | None = None,
+) -> HealthResult:
+    """Run every check ``[health]`` configures, within ``health.watchdog`` seconds.
+
+    Args:
+        health: what to check.
+        env: extra environment for the commands.
+        reach_server: authenticates with the server (raises if it cannot);
+            used when ``health.server`` is set.
+        deadline: the budget (default: ``health.watchdog`` from now).
+
+    Returns:
+        Whether all passed, and a log of what ran.
+    """
+    deadline = deadline if deadline is not None else Deadline(health.watchdog)
+    log: list[str] = []
+    if health.systemd:
+        ok, lines = _systemd_check(health, deadline, env)
+        log += lines
+        if not ok:
+            return HealthResult(False, tuple(log))
+    if health.server:
+        if reach_server is None:
+            return HealthResult(False, (*log, "health check failed: no way to reach the server"))
+        ok, lines = _server_check(reach_server, deadline)
+        log += lines
+        if not ok:
+            return HealthResult(False, tuple(log))
+    for argv in health.commands:
+        if deadline.expired():
+            log.append(f"health watchdog expired after {deadline.seconds:g}s")
+            return HealthResult(False, tuple(log))
+        result = run_health_checks([argv], timeout=deadline.bound(health.timeout), env=env)
+        log += result.log
+        if not result.ok:
+            return HealthResult(False, tuple(log))
+    return HealthResult(True, tuple(log))
+
+
+__all__ = [
+    "SYSTEMD_CHECK",
+    "HealthResult",
+    "check_env",
+    "run_command",
+    "run_configured_checks",
+    "run_health_checks",
+]

@@ -1,4 +1,4 @@
-"""The in-place update flow: ``files`` and ``script`` payloads, no slot, no reboot.
+"""The in-place update flow: ``files``, ``script`` and ``module`` payloads, no slot, no reboot.
 
 An artifact without a ``rootfs-image`` is installed into the running system.
 All its payloads go in together or not at all::
@@ -12,15 +12,21 @@ All its payloads go in together or not at all::
     INSTALLED    (report installing; an abort is still honoured here)
       v
     SWITCHING    for each files payload: journal it as switched, rename
-      |          dest -> backup, staging -> dest; then run the scripts in
-      |          manifest order (limits.script_timeout each)
-      |-- a rename or a script fails -> ROLLING_BACK
+      |          dest -> backup, staging -> dest; for each module payload:
+      |          journal it as switched, call its handler's ``install``; then
+      |          run the scripts in manifest order (limits.script_timeout each)
+      |-- a rename, an ``install`` or a script fails -> ROLLING_BACK
       v
     TESTING      the health checks, as after a trial boot
       |-- one fails -> ROLLING_BACK: every switched payload is restored from
       |               its backup; report failure rolled_back with the log tail
       v
-    COMMITTING   delete the backups, record name -> version, report success
+    COMMITTING   call every module's ``commit`` (a failure -> ROLLING_BACK),
+                 delete the backups, record name -> version, report success
+
+Module payloads (:mod:`fleetcast.agent.modules`) are also asked to ``stage``
+once every payload is verified (still DOWNLOADING: nothing is live yet), and
+to ``rollback``, in reverse order, when the update is rolled back.
 
 Crash safety, from the journal phase a fresh agent finds:
 
@@ -43,10 +49,11 @@ from typing import Protocol
 
 from fleetcast.agent.client import DeviceApi
 from fleetcast.agent.config import AgentConfig
-from fleetcast.agent.health import check_env, run_command, run_health_checks
+from fleetcast.agent.health import check_env, run_command
 from fleetcast.agent.install import Installer
 from fleetcast.agent.inventory import InstalledVersions
 from fleetcast.agent.journal import AddressedReport, JournalState, Phase, UpdateInProgress
+from fleetcast.agent.modules import ModuleOutcome, ModuleTarget
 from fleetcast.agent.payloads import InPlacePlan
 from fleetcast.agent.results import StepResult
 from fleetcast.core.wire import DeviceUpdateStatus
@@ -83,6 +90,8 @@ class Host(Protocol):
     def _finish_updated(self, message: str) -> StepResult: ...
 
     def _finish_rolled_back(self, message: str) -> StepResult: ...
+
+    def _health(self, env: dict[str, str]) -> tuple[bool, tuple[str, ...]]: ...
 
 
 def _plan(agent: Host) -> InPlacePlan:
@@ -143,6 +152,12 @@ def _stage(agent: Host) -> StepResult:
         agent._log(f"staging failed: {e}")
         discard_in_place(agent)
         return agent._fail(str(e))
+    for module in plan.modules:
+        outcome = _module(agent, module, "stage")
+        if not outcome.ok:
+            discard_in_place(agent)
+            return agent._fail(outcome.log[0])
+        agent._event("module-staged")
     agent._log("every payload is staged and verified")
     agent.state = replace(
         agent.state,
@@ -176,6 +191,19 @@ def _switch(agent: Host) -> StepResult:
             return _roll_back(agent, f"files payload {target.name}: {e}", "switch-failed")
         agent._log(f"files payload {target.name}: {target.dest} switched, previous kept")
         agent._event("payload-switched")
+    for module in plan.modules:
+        update = agent._update
+        if module.name not in update.switched:
+            agent._transition(
+                "payload-switching",
+                replace(
+                    agent.state, update=replace(update, switched=(*update.switched, module.name))
+                ),
+            )
+        outcome = _module(agent, module, "install")
+        if not outcome.ok:
+            return _roll_back(agent, outcome.log[0], "switch-failed")
+        agent._event("module-installed")
     env = _env(agent)
     timeout = agent.config.limits.script_timeout
     for script in plan.scripts:
@@ -195,14 +223,28 @@ def _switch(agent: Host) -> StepResult:
             )
         agent._event("script-passed")
     agent._transition("checks-started", replace(agent.state, phase=Phase.TESTING))
-    health = agent.config.health
-    result = run_health_checks(health.commands, timeout=health.timeout, env=env)
-    for line in result.log:
+    ok, log = agent._health(env)
+    for line in log:
         agent._log(line)
-    if not result.ok:
+    if not ok:
         return _roll_back(agent, "health checks failed after the in-place update", "health-failed")
     agent._transition("health-passed", replace(agent.state, phase=Phase.COMMITTING))
     return _commit(agent)
+
+
+def _module(agent: Host, module: ModuleTarget, verb: str) -> ModuleOutcome:
+    manifest = agent._update.offer.manifest.manifest
+    modules = agent.config.modules
+    outcome = module.run(
+        verb,
+        modules_dir=modules.dir,
+        timeout=modules.timeout,
+        env=_env(agent),
+        artifact=(manifest.name, manifest.version),
+    )
+    for line in outcome.log:
+        agent._log(line)
+    return outcome
 
 
 def _env(agent: Host) -> dict[str, str]:
@@ -232,6 +274,12 @@ def _roll_back(agent: Host, reason: str, transition: str) -> StepResult:
 def _restore(agent: Host) -> StepResult:
     update = agent._update
     plan = _plan(agent)
+    for module in reversed(plan.modules):
+        if module.name in update.switched:
+            # A failed rollback cannot be retried into success by the agent:
+            # it is logged (and reported) and the other payloads still go back.
+            _module(agent, module, "rollback")
+            agent._event("module-rolled-back")
     for target in reversed(plan.files):
         if target.name in update.switched:
             target.restore(had_previous=target.name not in update.new_dests)
@@ -248,6 +296,11 @@ def _restore(agent: Host) -> StepResult:
 def _commit(agent: Host) -> StepResult:
     manifest = agent._update.offer.manifest.manifest
     plan = _plan(agent)
+    for module in plan.modules:
+        outcome = _module(agent, module, "commit")
+        if not outcome.ok:
+            return _roll_back(agent, outcome.log[0], "switch-failed")
+        agent._event("module-committed")
     for target in plan.files:
         target.clean(keep_backup=False)
     plan.discard()

@@ -34,7 +34,7 @@ on each, so nothing is switched before every payload is verified.
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
@@ -57,7 +57,7 @@ from fleetcast.exceptions import (
     UsageError,
 )
 
-SUPPORTED_PAYLOAD_TYPES: Final = ("rootfs-image", "files", "script")
+SUPPORTED_PAYLOAD_TYPES: Final = ("rootfs-image", "files", "script", "module")
 
 
 def is_in_place(manifest: Manifest) -> bool:
@@ -178,6 +178,7 @@ class PayloadContent:
         self._decoder = decoder
         self._chunk = chunk
         self._buffer = bytearray()
+        self._pending: Iterator[bytes] = iter(())
         self._eof = False
 
     def read(self, n: int = -1) -> bytes:
@@ -189,7 +190,14 @@ class PayloadContent:
             TransportError: the download broke off.
             DeviceStateError: reading the artifact failed locally.
         """
-        while (n < 0 or len(self._buffer) < n) and not self._eof:
+        while n < 0 or len(self._buffer) < n:
+            # Decode piece by piece: one compressed chunk may expand to gigabytes.
+            piece = next(self._pending, None)
+            if piece is not None:
+                self._buffer += piece
+                continue
+            if self._eof:
+                break
             try:
                 data = self._read(self._chunk)
             except (tarfile.TarError, EOFError) as e:
@@ -201,7 +209,7 @@ class PayloadContent:
             if not data:
                 self._eof = True
             else:
-                self._buffer += self._decoder.feed(data)
+                self._pending = self._decoder.decode(data)
         size = len(self._buffer) if n < 0 else min(n, len(self._buffer))
         out = bytes(self._buffer[:size])
         del self._buffer[:size]
@@ -459,7 +467,8 @@ class Installer:
                 raise DeviceStateError(f"reading the artifact failed: {e}") from e
             if not data:
                 return
-            slot.write(decoder.feed(data))
+            for piece in decoder.decode(data):  # bounded pieces, however well it compressed
+                slot.write(piece)
             if decoder.frame_output - last_checkpoint >= self.limits.checkpoint_interval:
                 slot.sync()  # the bytes first, then the journal that points past them
                 self._checkpoint(

@@ -32,6 +32,7 @@ from typing import Final
 from fleetcast.agent.atomicfile import write_atomic
 from fleetcast.agent.slots import SlotContent
 from fleetcast.core.wire import Inventory
+from fleetcast.delta import available_engines
 
 ARTIFACTS_FILE: Final = "artifacts.json"
 ARTIFACTS_FORMAT: Final = 1
@@ -103,6 +104,9 @@ def make_inventory(
         attributes={
             **attributes,
             "fleetcast_slot": active_slot,
+            # Deltas (ADR 0005): what this agent can apply, and from which image.
+            "fleetcast_delta_engines": ",".join(available_engines()),
+            **({"fleetcast_rootfs_sha256": running.sha256} if running and running.sha256 else {}),
             **{f"{ATTRIBUTE_PREFIX}{n}": v for n, v in sorted(in_place.items())},
         },
     )

@@ -134,6 +134,8 @@ class UpdateInProgress:
     new_dests: tuple[str, ...] = ()
     switched: tuple[str, ...] = ()
     failure: str | None = None
+    # The offered delta failed or was refused: only the full artifact from now on.
+    delta_abandoned: bool = False
 
     @property
     def deployment_id(self) -> str:
@@ -150,6 +152,7 @@ class UpdateInProgress:
             "new_dests": list(self.new_dests),
             "switched": list(self.switched),
             "failure": self.failure,
+            "delta_abandoned": self.delta_abandoned,
         }
 
     @classmethod
@@ -181,6 +184,7 @@ class UpdateInProgress:
             new_dests=tuple(names["new_dests"]),
             switched=tuple(names["switched"]),
             failure=failure,
+            delta_abandoned=data.get("delta_abandoned", False) is True,
         )
 
 

@@ -29,6 +29,10 @@ the agent's user.
 
 ``script``: the content is written (mode 0700) to ``<state_dir>/scripts/<name>``
 and run after every other payload has been staged, verified and switched.
+
+``module``: the content is written to ``<state_dir>/modules/<name>/payload``
+and installed by the update-module handler ``meta["handler"]``
+(:mod:`fleetcast.agent.modules`).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Final, Protocol, cast
 
 from fleetcast.agent.atomicfile import fsync_directory
+from fleetcast.agent.modules import MODULES_DIR, ModuleTarget
 from fleetcast.core.manifest import Manifest, Payload
 from fleetcast.exceptions import (
     ArtifactFormatError,
@@ -407,10 +412,12 @@ class InPlacePlan:
     files: tuple[FilesTarget, ...]
     scripts: tuple[ScriptTarget, ...]
     scripts_dir: Path
+    modules: tuple[ModuleTarget, ...] = ()
+    modules_dir: Path | None = None
 
     @classmethod
     def of(cls, manifest: Manifest, *, state_dir: Path, roots: Sequence[Path]) -> InPlacePlan:
-        """Plan an artifact of ``files`` and ``script`` payloads.
+        """Plan an artifact of ``files``, ``script`` and ``module`` payloads.
 
         Raises:
             ValidationError: a ``dest`` is malformed, or two of them overlap.
@@ -419,12 +426,16 @@ class InPlacePlan:
         """
         files: list[FilesTarget] = []
         scripts: list[ScriptTarget] = []
+        modules: list[ModuleTarget] = []
         scripts_dir = state_dir / SCRIPTS_DIR
+        modules_dir = state_dir / MODULES_DIR
         for payload in manifest.payloads:
             if payload.type == "files":
                 files.append(FilesTarget(payload.name, files_dest(payload, roots)))
             elif payload.type == "script":
                 scripts.append(ScriptTarget(payload.name, scripts_dir / payload.name))
+            elif payload.type == "module":
+                modules.append(ModuleTarget(payload, modules_dir / payload.name))
             else:
                 raise IncompatibleError(f"payload {payload.name!r}: {payload.type} is not in-place")
         for i, a in enumerate(files):
@@ -433,7 +444,7 @@ class InPlacePlan:
                     raise ValidationError(
                         f"files payloads {a.name!r} and {b.name!r} overlap ({a.dest}, {b.dest})"
                     )
-        return cls(tuple(files), tuple(scripts), scripts_dir)
+        return cls(tuple(files), tuple(scripts), scripts_dir, tuple(modules), modules_dir)
 
     def prepare(self) -> tuple[str, ...]:
         """Clear leftovers and create staging; return the ``files`` payloads without a ``dest`` yet.
@@ -442,6 +453,8 @@ class InPlacePlan:
             DeviceStateError: see :meth:`FilesTarget.prepare`.
         """
         _rmtree(self.scripts_dir)
+        if self.modules_dir is not None:
+            _rmtree(self.modules_dir)
         return tuple(t.name for t in self.files if not t.prepare())
 
     def stage(self, payload: Payload, content: Readable) -> None:
@@ -451,7 +464,11 @@ class InPlacePlan:
             ArtifactFormatError: a bad ``files`` archive.
             DeviceStateError: the staging area cannot be written.
         """
-        targets: list[FilesTarget | ScriptTarget] = [*self.files, *self.scripts]
+        targets: list[FilesTarget | ScriptTarget | ModuleTarget] = [
+            *self.files,
+            *self.scripts,
+            *self.modules,
+        ]
         for target in targets:
             if target.name == payload.name:
                 target.stage(content)
@@ -467,6 +484,8 @@ class InPlacePlan:
         for target in self.files:
             target.clean(keep_backup=True)
         _rmtree(self.scripts_dir)
+        if self.modules_dir is not None:
+            _rmtree(self.modules_dir)
 
     def script_env(self, script: ScriptTarget, base: Mapping[str, str]) -> dict[str, str]:
         """The environment of a script: ``base`` (what health checks get) plus its name."""

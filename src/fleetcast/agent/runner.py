@@ -11,6 +11,8 @@ reports to the server on the way (``docs/device-api.md``)::
     DOWNLOADING  (report downloading + progress; checkpoint every few MiB)
       | stream into the inactive slot; a broken connection resumes later
       | from the last checkpoint; hash mismatch -> report failure, IDLE
+      | (with a usable delta offered: rebuild the image from the running
+      |  slot + delta instead; any delta problem -> the full artifact)
       | 409 deployment_aborted             -> cancel, IDLE
       v
     INSTALLED    (report installing; an abort is still honoured here)
@@ -74,10 +76,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fleetcast.agent.bootloader import Bootloader, make_bootloader, other_slot, simulate_boot
 from fleetcast.agent.client import DeviceApi, DeviceClient, backoff_delay
 from fleetcast.agent.config import AgentConfig
-from fleetcast.agent.health import check_env, run_health_checks
+from fleetcast.agent.delta import install_delta, usable_delta
+from fleetcast.agent.health import check_env, run_configured_checks
 from fleetcast.agent.identity import load_or_create_device_key
 from fleetcast.agent.inplace import advance_in_place, discard_in_place
 from fleetcast.agent.install import Installer, InstallProgress, is_in_place
+from fleetcast.agent.installers import BuiltinWriter, SlotInstaller, make_slot_installer
 from fleetcast.agent.inventory import InstalledVersions, installed_as, make_inventory
 from fleetcast.agent.journal import (
     AddressedReport,
@@ -87,8 +91,11 @@ from fleetcast.agent.journal import (
     ResumePoint,
     UpdateInProgress,
 )
+from fleetcast.agent.modules import check_handlers
+from fleetcast.agent.push import PushListener
 from fleetcast.agent.results import StepResult
 from fleetcast.agent.slots import InstalledArtifacts, SlotContent
+from fleetcast.agent.watchdog import SystemdWatchdog
 from fleetcast.core.signing import public_key_from_pem
 from fleetcast.core.wire import DeviceUpdateStatus, StatusReport, UpdateOffer
 from fleetcast.exceptions import (
@@ -129,6 +136,7 @@ TRANSITIONS: Final = (
     "update-aborted",  # deployment aborted before arming; journal IDLE
     "update-already-installed",  # journal IDLE with already-installed pending
     "download-interrupted",  # connection lost; attempts counted, resume later
+    "delta-abandoned",  # the offered delta failed or was refused; journal says: full image
     "report-dropped",  # the server refused a report for good (conflict, not found)
     "journal-reset",  # the journal was unreadable; started over from the committed slot
     # In-place updates (files / script payloads; "download-started", "installed",
@@ -144,6 +152,11 @@ TRANSITIONS: Final = (
     "switch-interrupted",  # restarted in SWITCHING/TESTING; journal ROLLING_BACK
     "payload-restored",  # a switched files payload is back to its previous tree
     "backups-removed",  # the in-place update committed: backups and staging deleted
+    # Update modules (module payloads, in place):
+    "module-staged",  # a handler's stage verb succeeded (still DOWNLOADING)
+    "module-installed",  # a handler's install verb succeeded (journal names it switched)
+    "module-committed",  # a handler's commit verb succeeded (COMMITTING)
+    "module-rolled-back",  # a handler's rollback verb ran (ROLLING_BACK)
 )
 
 
@@ -175,6 +188,8 @@ class Agent:
         client: the device-API client (default: :class:`DeviceClient` over HTTP).
         bootloader: the A/B backend (default: from ``config.bootloader``).
         on_transition: test hook called with each transition name.
+        watchdog: systemd's watchdog, kept alive while steps keep their bounds
+            (default: none).
 
     Raises:
         UsageError: a trusted key cannot be loaded.
@@ -188,6 +203,7 @@ class Agent:
         client: DeviceApi | None = None,
         bootloader: Bootloader | None = None,
         on_transition: TransitionHook | None = None,
+        watchdog: SystemdWatchdog | None = None,
     ) -> None:
         self.config = config
         try:
@@ -200,6 +216,8 @@ class Agent:
         self.bootloader = (
             bootloader if bootloader is not None else make_bootloader(config.bootloader)
         )
+        self.slot_installer: SlotInstaller = make_slot_installer(config, self.bootloader)
+        self.watchdog = watchdog if watchdog is not None else SystemdWatchdog({})
         self.journal = Journal(config.state_dir)
         self.installed = InstalledArtifacts(config.state_dir)
         self.versions = InstalledVersions(config.state_dir)
@@ -208,10 +226,43 @@ class Agent:
         self._started = False
         self._inventory_sent = False
         self._etag: str | None = None
+        # Set by the MQTT push listener (when configured) to end a wait early.
+        self._wake = threading.Event()
+        self._push: PushListener | None = None
 
     def close(self) -> None:
-        """Close the connection to the server."""
+        """Close the connection to the server (and to the MQTT broker)."""
+        if self._push is not None:
+            self._push.close()
+            self._push = None
         self.client.close()
+
+    def _start_push(self) -> None:
+        """Subscribe to check-in notices once MQTT is configured and the device id known."""
+        device_id = getattr(self.client, "device_id", None)
+        if self._push is not None or self.config.mqtt_url is None or device_id is None:
+            return
+        self._push = PushListener(
+            self.config.mqtt_url,
+            topic_prefix=self.config.mqtt_topic_prefix,
+            device_id=device_id,
+            wake=self._wake,
+        )
+        self._push.start()
+
+    def _wait(self, stop: threading.Event, delay: float) -> None:
+        """Wait ``delay`` seconds, or until stopped or a push notice arrives."""
+        if self._push is None:
+            stop.wait(delay)
+            return
+        deadline = time.monotonic() + delay
+        while not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._wake.wait(min(remaining, 0.5)):
+                self._wake.clear()
+                return
 
     # ------------------------------------------------------------------ journal helpers
 
@@ -265,11 +316,17 @@ class Agent:
         except ServerResponseError as e:
             if e.code in ("device_pending", "device_rejected"):
                 raise
-            if e.status_code >= 500 or e.status_code == 429:
+            # Only the server's own refusal (a 4xx in its error shape) ends a report; a
+            # 401 (sign in again) or an answer without a code (a proxy, a corrupted
+            # reply) says nothing about the report itself: keep it and send it again.
+            if e.status_code >= 500 or e.status_code in (401, 429) or e.code is None:
                 self._log(f"status report {pending.report.status} not delivered yet: {e}")
                 return False
             cancellable = self.state.phase in (Phase.DOWNLOADING, Phase.INSTALLED)
-            if e.code == "deployment_aborted" and cancellable:
+            # not_found: the server does not know this device in that deployment (the
+            # offer's unsigned envelope was corrupted on the way, say): install nothing
+            # for it; the server offers the real deployment again.
+            if e.code in ("deployment_aborted", "not_found") and cancellable:
                 raise _DeploymentAbortedError(str(e)) from e
             # status_conflict, not_found, an abort after arming: repeating
             # cannot change the answer, so drop the report and carry on.
@@ -349,8 +406,13 @@ class Agent:
         stop = stop if stop is not None else threading.Event()
         limits = self.config.limits
         failures = 0
+        # The longest an ordinary step may take: a long poll plus every retry of a call.
+        step_bound = limits.request_timeout * (limits.max_retries + 1) + (
+            self.config.long_poll + limits.backoff_cap * limits.max_retries
+        )
         while not stop.is_set():
             started = time.monotonic()
+            self.watchdog.alive(step_bound)
             try:
                 result = self.step()
             except FleetcastError as e:
@@ -368,7 +430,9 @@ class Agent:
                 delay = 0.0
                 if result in (StepResult.IDLE, StepResult.PENDING):
                     delay = max(0.0, self.config.poll_interval - (time.monotonic() - started))
-            stop.wait(delay)
+            self._start_push()
+            self.watchdog.alive(delay + step_bound)
+            self._wait(stop, delay)
         return StepResult.STOPPED
 
     # ------------------------------------------------------------------ startup and idle
@@ -464,6 +528,10 @@ class Agent:
                 self._flush_report()
                 return StepResult.ALREADY_INSTALLED
             installer.check_offer(offer, installed)
+            if is_in_place(manifest):
+                check_handlers(manifest, self.config.modules.dir)
+            else:
+                self.slot_installer.check(manifest)
         except InvalidDataError as e:
             self._log(f"refused {what}: {e}")
             report = AddressedReport(
@@ -560,6 +628,7 @@ class Agent:
             logger.info("progress report not delivered: %s", e)
 
     def _progress(self, progress: InstallProgress) -> None:
+        self.watchdog.alive(self.config.limits.request_timeout * 2)
         logger.debug("installed %d of %d bytes", progress.written, progress.total)
 
     def _download(self) -> StepResult:
@@ -569,12 +638,16 @@ class Agent:
         offer = update.offer
         # The slot is about to change: it holds no known artifact any more.
         self.installed.set(update.target_slot, None)
-        target = self.config.slots.path(update.target_slot)
+        # The slot itself, or the spool file of an external installer (RAUC, SWUpdate).
+        target = self.slot_installer.target(update.target_slot)
         installer = self._installer()
         try:
-            installer.install(
-                offer, target, self.client.artifact_source(offer), resume=update.resume
-            )
+            if not self._install_delta(target):
+                installer.install(
+                    offer, target, self.client.artifact_source(offer), resume=update.resume
+                )
+            self.watchdog.alive(self.config.installer.timeout + 60)
+            self.slot_installer.write(target, update.target_slot, self._log)
         except TransportError as e:
             return self._download_interrupted(e)
         except (InvalidDataError, DeviceStateError) as e:
@@ -588,7 +661,56 @@ class Agent:
             pending_report=self._report(DeviceUpdateStatus.INSTALLING, progress=100),
         )
         self._transition("installed")
+        try:
+            self.slot_installer.cleanup()
+        except DeviceStateError as e:
+            self._log(f"could not remove the spooled payload: {e}")
         return self._arm()
+
+    def _install_delta(self, target: Path) -> bool:
+        """Rebuild the image from the offered delta; False: install the full artifact.
+
+        Only with the built-in writer: the running slot is the delta's source.
+
+        Raises:
+            TransportError: the delta download broke off (it starts over next time).
+            DeviceStateError: a slot cannot be read or written.
+        """
+        update = self._update
+        if update.delta_abandoned or update.resume is not None:
+            return False
+        if not isinstance(self.slot_installer, BuiltinWriter):
+            return False
+        delta = usable_delta(update.offer, self.installed.get(update.previous_slot))
+        if delta is None:
+            return False
+        self._log(
+            f"applying a {delta.engine} delta of {delta.size} bytes "
+            f"from {delta.source_version} (full artifact: {update.offer.artifact_size})"
+        )
+        try:
+            install_delta(
+                update.offer,
+                delta,
+                source_slot=self.config.slots.path(update.previous_slot),
+                target_slot=target,
+                source=self.client.delta_source(delta),
+                progress=self._progress,
+            )
+        except ServerResponseError as e:
+            if e.status_code >= 500 or e.status_code == 429:
+                raise
+            return self._abandon_delta(f"the server refused the delta: {e}")
+        except InvalidDataError as e:
+            return self._abandon_delta(str(e))
+        self._log("delta applied; the image matches the signed manifest")
+        return True
+
+    def _abandon_delta(self, reason: str) -> bool:
+        self._log(f"delta not usable ({reason}); installing the full artifact")
+        update = replace(self._update, delta_abandoned=True)
+        self._transition("delta-abandoned", replace(self.state, update=update))
+        return False
 
     def _download_interrupted(self, error: TransportError) -> StepResult:
         """Count a broken download; give up (report failure) after the limit."""
@@ -628,19 +750,17 @@ class Agent:
         manifest = update.offer.manifest.manifest
         self._log(f"booted slot {update.target_slot} on trial; running health checks")
         self._transition("trial-started", replace(self.state, phase=Phase.TESTING))
-        result = run_health_checks(
-            self.config.health.commands,
-            timeout=self.config.health.timeout,
-            env=check_env(
+        ok, log = self._health(
+            check_env(
                 slot=update.target_slot,
                 slot_path=str(self.config.slots.path(update.target_slot)),
                 name=manifest.name,
                 version=manifest.version,
-            ),
+            )
         )
-        for line in result.log:
+        for line in log:
             self._log(line)
-        if result.ok:
+        if ok:
             self._transition("health-passed", replace(self.state, phase=Phase.COMMITTING))
             return self._commit()
         self._log(f"rolling back to slot {update.previous_slot}")
@@ -649,12 +769,28 @@ class Agent:
         self._event("rollback-armed")
         return StepResult.REBOOT_REQUIRED
 
+    def _health(self, env: dict[str, str]) -> tuple[bool, tuple[str, ...]]:
+        """Run the configured health checks (``[health]``) under their watchdog."""
+        health = self.config.health
+        self.watchdog.alive(health.watchdog + 30)
+        self.watchdog.status("running health checks")
+
+        def reach_server() -> None:
+            self.client.authenticate()
+
+        result = run_configured_checks(health, env=env, reach_server=reach_server)
+        return result.ok, result.log
+
     def _commit(self) -> StepResult:
         update = self._update
         manifest = update.offer.manifest.manifest
         self.bootloader.commit()
         self._event("committed")
-        self.installed.set(update.target_slot, SlotContent(manifest.name, manifest.version))
+        image = manifest.payloads[0]
+        self.installed.set(
+            update.target_slot,
+            SlotContent(manifest.name, manifest.version, image.size, image.sha256),
+        )
         self._event("installed-recorded")
         return self._finish_updated(
             f"committed slot {update.target_slot}: {manifest.name} {manifest.version}"
@@ -730,11 +866,27 @@ def run_agent(
         UsageError: the configuration cannot be used (bad trusted key).
     """
     stop = stop if stop is not None else threading.Event()
+    watchdog = SystemdWatchdog()
+    watchdog.start()
+    try:
+        return _supervise(config, stop, client_factory, on_transition, watchdog)
+    finally:
+        watchdog.stop()
+
+
+def _supervise(
+    config: AgentConfig,
+    stop: threading.Event,
+    client_factory: Callable[[AgentConfig], DeviceApi] | None,
+    on_transition: TransitionHook | None,
+    watchdog: SystemdWatchdog,
+) -> StepResult:
     while not stop.is_set():
         agent = Agent(
             config,
             client=client_factory(config) if client_factory is not None else None,
             on_transition=on_transition,
+            watchdog=watchdog,
         )
         try:
             result = agent.run(stop)

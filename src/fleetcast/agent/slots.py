@@ -146,10 +146,23 @@ def read_slot_prefix(path: Path, length: int, *, chunk: int) -> Iterator[bytes]:
 
 @dataclass(frozen=True)
 class SlotContent:
-    """Which artifact a slot holds."""
+    """Which artifact a slot holds.
+
+    ``size``/``sha256`` are the image's, from the signed manifest it was
+    installed from (recorded at commit; unknown for factory images and old
+    records): a delta is only tried from an image with the delta's source hash.
+    """
 
     name: str
     version: str
+    size: int | None = None
+    sha256: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        data: dict[str, object] = {"name": self.name, "version": self.version}
+        if self.size is not None and self.sha256 is not None:
+            data["size"], data["sha256"] = self.size, self.sha256
+        return data
 
 
 class InstalledArtifacts:
@@ -184,7 +197,14 @@ class InstalledArtifacts:
                 and isinstance(entry.get("name"), str)
                 and isinstance(entry.get("version"), str)
             ):
-                out[slot] = SlotContent(entry["name"], entry["version"])
+                size, sha256 = entry.get("size"), entry.get("sha256")
+                image = isinstance(size, int) and isinstance(sha256, str)
+                out[slot] = SlotContent(
+                    entry["name"],
+                    entry["version"],
+                    size if image else None,
+                    sha256 if image else None,
+                )
         return out
 
     def get(self, slot: str) -> SlotContent | None:
@@ -199,10 +219,7 @@ class InstalledArtifacts:
         """
         current = self.load()
         current[slot] = content
-        data = {
-            s: None if c is None else {"name": c.name, "version": c.version}
-            for s, c in current.items()
-        }
+        data = {s: None if c is None else c.to_dict() for s, c in current.items()}
         write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True).encode())
 
 

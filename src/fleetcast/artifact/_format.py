@@ -224,10 +224,13 @@ class ArtifactReader:
 class PayloadDecoder:
     """Turns a payload's compressed bytes into its content, checking every bound.
 
-    Feed compressed bytes with :meth:`feed` (any chunking); it returns the
-    decompressed bytes that are ready. After each call, ``frame_offset`` /
-    ``frame_output`` give the last complete frame boundary, a safe resume
-    point. :meth:`finish` checks lengths and both sha256 digests.
+    Feed compressed bytes with :meth:`decode` (any chunking); it yields the
+    decompressed bytes piece by piece, never more than ``_MAX_OUTPUT_STEP`` at
+    once, so memory stays bounded however well the input compresses (1 MiB of
+    zeros is a 40-byte frame: one 64 KiB network chunk can hold gigabytes).
+    Once the generator is exhausted, ``frame_offset`` / ``frame_output`` give
+    the last complete frame boundary, a safe resume point. :meth:`finish`
+    checks lengths and both sha256 digests.
 
     Resuming: build a decoder with ``start_compressed``/``start_output`` at a
     frame boundary and pass the already-installed content through
@@ -253,7 +256,22 @@ class PayloadDecoder:
         self._raw_hash.update(data)
 
     def feed(self, data: bytes) -> bytes:
-        """Decompress ``data``; return the content bytes now available.
+        """Decompress ``data``; return all the content bytes now available.
+
+        Convenient for small payloads only: the result can be as large as the
+        signed ``size``. Streaming code uses :meth:`decode`.
+
+        Raises:
+            IntegrityError: more bytes than the manifest allows (endless data).
+            ArtifactFormatError: the zstd stream is corrupt.
+        """
+        return b"".join(self.decode(data))
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        """Decompress ``data``, yielding content in pieces of at most 256 KiB.
+
+        Consume the generator completely before feeding more; the resume point
+        (``frame_offset``/``frame_output``) is up to date once it is exhausted.
 
         Raises:
             IntegrityError: more bytes than the manifest allows (endless data).
@@ -267,14 +285,15 @@ class PayloadDecoder:
         self.compressed += len(data)
         if self._packed_hash is not None:
             self._packed_hash.update(data)
-        out = bytearray()
         buffer = data
         while True:
             try:
                 chunk = self._decompressor.decompress(buffer, max_length=_MAX_OUTPUT_STEP)
             except pyzstd.ZstdError as e:
                 raise ArtifactFormatError(f"payload {self.payload.name}: corrupt zstd data") from e
-            self._account(chunk, out)
+            self._account(chunk)
+            if chunk:
+                yield chunk
             if self._decompressor.eof:
                 leftover = self._decompressor.unused_data
                 # Every byte fed so far has been handed to a decompressor, so
@@ -291,9 +310,8 @@ class PayloadDecoder:
                 # Output was capped: drain it before accepting more input, so a
                 # tiny frame that claims gigabytes never lands in memory at once.
                 buffer = b""
-        return bytes(out)
 
-    def _account(self, chunk: bytes, out: bytearray) -> None:
+    def _account(self, chunk: bytes) -> None:
         if self.output + len(chunk) > self.payload.size:
             raise IntegrityError(
                 f"payload {self.payload.name}: decompresses to more than the signed "
@@ -301,7 +319,6 @@ class PayloadDecoder:
             )
         self.output += len(chunk)
         self._raw_hash.update(chunk)
-        out += chunk
 
     @property
     def at_frame_boundary(self) -> bool:
@@ -342,7 +359,8 @@ def decode_payload(entry: PayloadEntry, stream: IO[bytes], sink: IO[bytes]) -> N
             raise ArtifactFormatError(f"payload {entry.payload.name}: truncated") from e
         if not data:
             break
-        sink.write(decoder.feed(data))
+        for piece in decoder.decode(data):
+            sink.write(piece)
     decoder.finish()
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from fleetcast.cli import artifact, demo, deploy, devices, keys, run
+from fleetcast.cli import artifact, demo, deploy, devices, keys, run, sim
 from fleetcast.cli._context import CliState
 from fleetcast.cli._output import Output, err_console
 from fleetcast.exceptions import ApiError, FleetcastError, TransportError, UsageError
@@ -44,6 +44,7 @@ app.add_typer(deploy.app, name="deploy")
 app.command("server")(run.server)
 app.command("agent")(run.agent)
 app.command("demo")(demo.demo)
+app.command("sim")(sim.sim)
 
 
 def main() -> None:

@@ -69,8 +69,8 @@ class ManagementClient:
     def put(self, path: str, body: Any) -> Any:
         return self.request("PUT", path, json=body)
 
-    def upload_artifact(self, path: Path) -> Any:
-        """Stream an artifact file to the server.
+    def upload_artifact(self, path: Path, params: dict[str, Any] | None = None) -> Any:
+        """Stream an artifact file to the server (``params``: the upload's query).
 
         Raises:
             ApiError: the server refused the artifact.
@@ -86,6 +86,7 @@ class ManagementClient:
             "POST",
             "/artifacts",
             content=chunks(),
+            params=params,
             headers={
                 "Content-Type": "application/octet-stream",
                 "Content-Length": str(path.stat().st_size),

@@ -166,14 +166,43 @@ def verify(
 
 @app.command("upload")
 def upload(
-    ctx: typer.Context, path: Annotated[Path, typer.Argument(help="Artifact file.")]
+    ctx: typer.Context,
+    path: Annotated[Path, typer.Argument(help="Artifact file.")],
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Upload an opaque file for hawkBit-DDI clients (.swu, .raucb) by this name."
+        ),
+    ] = None,
+    version: Annotated[str | None, typer.Option(help="With --name: its version.")] = None,
+    device_type: Annotated[
+        list[str],
+        typer.Option("--device-type", "-t", help="With --name: a compatible device type (repeat)."),
+    ] = [],  # noqa: B006
+    filename: Annotated[
+        str | None, typer.Option(help="With --name: the file name clients see (default: PATH's).")
+    ] = None,
 ) -> None:
-    """Upload an artifact to the server."""
+    """Upload an artifact to the server: a Fleetcast (.fca) or Mender artifact, or with
+    --name an opaque file for SWUpdate/RAUC devices (see docs/migrate.md)."""
     if not path.is_file():
         raise UsageError(f"no such artifact file: {path}")
+    params = None
+    if name is not None:
+        if not version or not device_type:
+            raise UsageError("--name needs --version and at least one --device-type")
+        params = {
+            "format": "file",
+            "name": name,
+            "version": version,
+            "compatible": device_type,
+            "filename": filename or path.name,
+        }
+    elif version or device_type or filename:
+        raise UsageError("--version, --device-type and --filename go with --name")
     st = state(ctx)
     with st.client() as client:
-        artifact = client.upload_artifact(path)
+        artifact = client.upload_artifact(path, params)
     if st.output.as_json:
         st.output.data(artifact)
     else:

@@ -105,6 +105,7 @@ def print_status(st_output: Any, deployment: dict[str, Any]) -> None:
             ("status", deployment.get("status")),
             ("pause reason", deployment.get("pause_reason") or "-"),
             ("current phase", deployment.get("current_phase")),
+            ("bytes shipped", _shipped(deployment)),
         ],
     )
     rows = []
@@ -121,6 +122,15 @@ def print_status(st_output: Any, deployment: dict[str, Any]) -> None:
             )
         )
     st_output.table("phases", ["#", "share", "devices", "states", "soak s", "max fail %"], rows)
+
+
+def _shipped(deployment: dict[str, Any]) -> str:
+    """``bytes_shipped`` of ``bytes_full`` (full images), with the share saved by deltas."""
+    shipped = int(deployment.get("bytes_shipped") or 0)
+    full = int(deployment.get("bytes_full") or 0)
+    if not full:
+        return f"{shipped} B"
+    return f"{shipped} B of {full} B for full images ({100 * shipped / full:.1f}%)"
 
 
 @app.command("status")

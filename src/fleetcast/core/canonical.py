@@ -31,8 +31,11 @@ def canonical_json(value: Any) -> bytes:
     Raises:
         ValidationError: ``value`` holds floats or non-string keys.
     """
-    _reject_floats(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    try:
+        _reject_floats(value)
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    except RecursionError as e:
+        raise ValidationError("signed data is nested too deeply") from e
 
 
 def parse_json_object(data: bytes, *, what: str) -> dict[str, Any]:
@@ -45,6 +48,9 @@ def parse_json_object(data: bytes, *, what: str) -> dict[str, Any]:
         value = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValidationError(f"{what} is not valid JSON: {e}") from e
+    except RecursionError as e:
+        # A few kilobytes of "[[[[..." exhaust the parser's stack: hostile, not JSON we use.
+        raise ValidationError(f"{what} is nested too deeply") from e
     if not isinstance(value, dict):
         raise ValidationError(f"{what} must be a JSON object")
     return value

@@ -29,8 +29,10 @@ from fleetcast.core.versions import Version, VersionRange
 from fleetcast.exceptions import DowngradeError, IncompatibleError, ValidationError
 
 FORMAT_VERSION: Final = 1
-PAYLOAD_TYPES: Final = ("rootfs-image", "files", "script")
+PAYLOAD_TYPES: Final = ("rootfs-image", "files", "script", "module")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")
+# A handler is a file name in the device's modules directory: no path separators.
+_HANDLER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -56,6 +58,10 @@ class Payload:
     ``size``/``sha256`` describe the uncompressed bytes (what lands on the
     device); ``compressed_size``/``compressed_sha256`` the member in the file,
     which bounds every download.
+
+    A ``module`` payload is installed by the device's update-module handler
+    named by ``meta["handler"]`` (a plain file name, checked here so that a
+    manifest can never name a path).
     """
 
     name: str
@@ -84,6 +90,11 @@ class Payload:
                 raise ValidationError(f"{what}: {hash_field} must be 64 lowercase hex digits")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.meta.items()):
             raise ValidationError(f"{what}: meta must map strings to strings")
+        if self.type == "module" and not _HANDLER.match(self.meta.get("handler", "")):
+            raise ValidationError(
+                f"{what}: a module payload needs meta 'handler', a file name of lowercase "
+                "letters, digits and '._-' (max 64)"
+            )
 
     @classmethod
     def from_dict(cls, data: object) -> Payload:

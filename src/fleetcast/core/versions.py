@@ -16,9 +16,11 @@ from fleetcast.exceptions import ValidationError
 _SEMVER = re.compile(
     r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
     r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$",
+    # ASCII: semver digits are 0-9, not any Unicode digit (int() would accept "1٣" as 13).
+    re.ASCII,
 )
-_CONSTRAINT = re.compile(r"^\s*(==|!=|>=|<=|>|<)\s*(\S+)\s*$")
+_CONSTRAINT = re.compile(r"^\s*(==|!=|>=|<=|>|<)\s*(\S+)\s*$", re.ASCII)
 
 
 @total_ordering

@@ -39,6 +39,16 @@ def _str_map(value: object, what: str) -> dict[str, str]:
     return dict(value)
 
 
+def _flag(data: dict[str, Any], key: str, what: str) -> bool:
+    """An optional boolean (absent or null: false); never truthiness ("false" is not true)."""
+    value = data.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ValidationError(f"{what}: {key!r} must be true or false")
+    return value
+
+
 def _opt_str(data: dict[str, Any], key: str, what: str) -> str | None:
     value = data.get(key)
     if value is not None and not isinstance(value, str):
@@ -112,7 +122,7 @@ class AuthResponse:
         device_id, token, expires = data.get("device_id"), data.get("token"), data.get("expires_in")
         if not isinstance(device_id, str) or not isinstance(token, str):
             raise ValidationError("auth response needs string 'device_id' and 'token'")
-        if not isinstance(expires, int):
+        if not isinstance(expires, int) or isinstance(expires, bool):
             raise ValidationError("auth response needs integer 'expires_in'")
         return cls(device_id, token, expires)
 
@@ -150,9 +160,78 @@ class Inventory:
         )
 
 
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def _sha256(value: object, what: str) -> str:
+    if not isinstance(value, str) or len(value) != 64 or not set(value) <= _SHA256_HEX:
+        raise ValidationError(f"{what} must be 64 lowercase hex digits")
+    return value
+
+
+def _positive(value: object, what: str, *, zero: bool = False) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < (0 if zero else 1):
+        raise ValidationError(f"{what} must be a {'non-negative' if zero else 'positive'} integer")
+    return value
+
+
+@dataclass(frozen=True)
+class DeltaOffer:
+    """A delta the device may use instead of downloading the full image.
+
+    Unsigned and untrusted: the device uses it only when its running slot
+    holds ``source_size`` bytes hashing to ``source_sha256`` (the image of
+    ``source_version``), reads at most ``size`` bytes from ``url``, and
+    accepts the result only if it matches the signed manifest's ``size`` and
+    ``sha256``; otherwise it downloads the full artifact.
+    """
+
+    url: str
+    size: int
+    sha256: str
+    engine: str
+    source_version: str
+    source_size: int
+    source_sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "size": self.size,
+            "sha256": self.sha256,
+            "engine": self.engine,
+            "source_version": self.source_version,
+            "source_size": self.source_size,
+            "source_sha256": self.source_sha256,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> DeltaOffer:
+        """Raises: ValidationError: a field is missing or invalid."""
+        if not isinstance(data, dict):
+            raise ValidationError("delta offer must be an object")
+        strings = {k: data.get(k) for k in ("url", "engine", "source_version")}
+        for key, value in strings.items():
+            if not isinstance(value, str) or not value:
+                raise ValidationError(f"delta offer: {key!r} must be a non-empty string")
+        return cls(
+            url=str(strings["url"]),
+            size=_positive(data.get("size"), "delta offer: 'size'"),
+            sha256=_sha256(data.get("sha256"), "delta offer: 'sha256'"),
+            engine=str(strings["engine"]),
+            source_version=str(strings["source_version"]),
+            source_size=_positive(data.get("source_size"), "delta offer: 'source_size'", zero=True),
+            source_sha256=_sha256(data.get("source_sha256"), "delta offer: 'source_sha256'"),
+        )
+
+
 @dataclass(frozen=True)
 class UpdateOffer:
-    """The device's next update: which deployment, which artifact, where to get it."""
+    """The device's next update: which deployment, which artifact, where to get it.
+
+    ``delta`` (optional, issue 4) names a delta from the device's installed
+    image; agents that do not know it ignore it and download the artifact.
+    """
 
     deployment_id: str
     artifact_id: str
@@ -161,9 +240,10 @@ class UpdateOffer:
     download_url: str
     manifest: SignedManifest
     allow_downgrade: bool = False
+    delta: DeltaOffer | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "deployment_id": self.deployment_id,
             "artifact_id": self.artifact_id,
             "artifact_size": self.artifact_size,
@@ -172,6 +252,9 @@ class UpdateOffer:
             "manifest": self.manifest.to_dict(),
             "allow_downgrade": self.allow_downgrade,
         }
+        if self.delta is not None:
+            data["delta"] = self.delta.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: object) -> UpdateOffer:
@@ -188,6 +271,7 @@ class UpdateOffer:
         size = data.get("artifact_size")
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
             raise ValidationError("update offer: 'artifact_size' must be a positive integer")
+        delta = data.get("delta")
         return cls(
             deployment_id=str(strings["deployment_id"]),
             artifact_id=str(strings["artifact_id"]),
@@ -195,7 +279,8 @@ class UpdateOffer:
             artifact_sha256=str(strings["artifact_sha256"]),
             download_url=str(strings["download_url"]),
             manifest=SignedManifest.from_dict(data.get("manifest")),
-            allow_downgrade=bool(data.get("allow_downgrade", False)),
+            allow_downgrade=_flag(data, "allow_downgrade", "update offer"),
+            delta=None if delta is None else DeltaOffer.from_dict(delta),
         )
 
 
@@ -229,7 +314,9 @@ class StatusReport:
             allowed = ", ".join(s.value for s in DeviceUpdateStatus)
             raise ValidationError(f"status must be one of {allowed}") from e
         progress = data.get("progress")
-        if progress is not None and (not isinstance(progress, int) or not 0 <= progress <= 100):
+        if progress is not None and (
+            not isinstance(progress, int) or isinstance(progress, bool) or not 0 <= progress <= 100
+        ):
             raise ValidationError("progress must be an integer 0..100 or null")
         message = data.get("message", "")
         log_tail = data.get("log_tail", [])
@@ -237,4 +324,5 @@ class StatusReport:
             raise ValidationError("message must be a string")
         if not isinstance(log_tail, list) or not all(isinstance(x, str) for x in log_tail):
             raise ValidationError("log_tail must be a list of strings")
-        return cls(status, progress, message, tuple(log_tail), bool(data.get("rolled_back", False)))
+        rolled_back = _flag(data, "rolled_back", "status report")
+        return cls(status, progress, message, tuple(log_tail), rolled_back)

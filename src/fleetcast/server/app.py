@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -20,15 +21,27 @@ import fleetcast
 from fleetcast.core.signing import public_key_from_pem
 from fleetcast.exceptions import UsageError, ValidationError
 from fleetcast.server.api.errors import install_error_handlers
-from fleetcast.server.api.routes import artifacts, deployments, device, devices, tokens
-from fleetcast.server.blobs import LocalBlobStore
+from fleetcast.server.api.routes import (
+    api_tokens,
+    artifacts,
+    deployments,
+    device,
+    devices,
+    fleet,
+    tokens,
+)
+from fleetcast.server.blobs import LocalBlobStore, make_blob_store
+from fleetcast.server.compat import ddi, manage, mender
+from fleetcast.server.console import console_files
 from fleetcast.server.db import migrate
 from fleetcast.server.db.engine import Database
-from fleetcast.server.notify import LocalNotifier
+from fleetcast.server.lastseen import LastSeen
+from fleetcast.server.notify import LocalNotifier, Notifier
 from fleetcast.server.rollout.engine import RolloutEngine
 from fleetcast.server.runtime import ServerState
 from fleetcast.server.services import credentials
 from fleetcast.server.services.admission import AdmissionPolicy
+from fleetcast.server.services.deltas import DeltaWorker
 from fleetcast.server.settings import Settings
 
 
@@ -47,6 +60,46 @@ def load_trusted_keys(settings: Settings) -> list[Ed25519PublicKey]:
     return keys
 
 
+#: Long-poll re-check when notifications cannot be lost (one process, or LISTEN/NOTIFY):
+#: only a safety net, so that a hundred thousand waiting devices cost few queries.
+RELIABLE_RECHECK_SECONDS = 15.0
+#: Long-poll re-check when they can (several processes on SQLite share no notifier).
+FALLBACK_RECHECK_SECONDS = 1.0
+
+
+@contextlib.asynccontextmanager
+async def open_notifier(settings: Settings, db: Database) -> AsyncIterator[Notifier]:
+    """The notifier for these settings, running for the duration of the block.
+
+    PostgreSQL: ``LISTEN/NOTIFY`` across processes; SQLite: in-process. With
+    ``mqtt_url``, notifications are also published to the devices' topics.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        notifier: Notifier
+        if db.dialect == "postgresql":
+            from fleetcast.server.pgnotify import PgNotifier, asyncpg_dsn
+
+            pg = PgNotifier(
+                asyncpg_dsn(settings.resolved_database_url), recheck=RELIABLE_RECHECK_SECONDS
+            )
+            await pg.start()
+            stack.push_async_callback(pg.close)
+            notifier = pg
+        else:
+            single = settings.workers == 1
+            notifier = LocalNotifier(
+                recheck=RELIABLE_RECHECK_SECONDS if single else FALLBACK_RECHECK_SECONDS
+            )
+        if settings.mqtt_url:
+            from fleetcast.server.mqtt import MqttNotifier, MqttPublisher
+
+            publisher = MqttPublisher(settings.mqtt_url, topic_prefix=settings.mqtt_topic_prefix)
+            await publisher.start()
+            stack.push_async_callback(publisher.close)
+            notifier = MqttNotifier(notifier, publisher)
+        yield notifier
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the server application for ``settings`` (call :func:`prepare` first).
 
@@ -59,6 +112,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         trusted_keys = load_trusted_keys(settings)
         db = Database.connect(settings.resolved_database_url)
+        background = contextlib.AsyncExitStack()
         try:
             try:
                 async with db.sessions() as session:
@@ -68,10 +122,13 @@ def create_app(settings: Settings) -> FastAPI:
                     f"cannot read the server database ({e.orig}); "
                     "is it reachable, and was prepare() called?"
                 ) from e
-            blobs = LocalBlobStore(settings.resolved_blob_dir)
-            blobs.ensure()
-            notifier = LocalNotifier()
+            blobs = make_blob_store(settings)
+            if isinstance(blobs, LocalBlobStore):
+                blobs.ensure()
+            notifier = await background.enter_async_context(open_notifier(settings, db))
             engine = RolloutEngine(db, notifier, interval=settings.engine_interval)
+            last_seen = LastSeen(db, interval=settings.last_seen_flush_interval)
+            delta_worker = DeltaWorker(db, blobs, settings)
             app.state.fleetcast = ServerState(
                 settings=settings,
                 db=db,
@@ -84,15 +141,24 @@ def create_app(settings: Settings) -> FastAPI:
                     clock_skew=settings.auth_clock_skew,
                 ),
                 trusted_keys=trusted_keys,
+                last_seen=last_seen,
+                deltas=delta_worker,
             )
-            task = asyncio.create_task(engine.run(), name="fleetcast-rollout-engine")
+            tasks = [
+                asyncio.create_task(engine.run(), name="fleetcast-rollout-engine"),
+                asyncio.create_task(last_seen.run(), name="fleetcast-last-seen"),
+                asyncio.create_task(delta_worker.run(), name="fleetcast-delta-worker"),
+            ]
             try:
                 yield
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
         finally:
+            await background.aclose()
             await db.close()
 
     app = FastAPI(
@@ -103,14 +169,36 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (device, devices, artifacts, deployments, tokens):
+    for module in (device, devices, artifacts, deployments, tokens, api_tokens, fleet):
         app.include_router(module.router)
+    # Compatibility APIs for existing fleets (hawkBit DDI, Mender) and their management.
+    for compat in (manage, mender, ddi):
+        app.include_router(compat.router)
+    # The web console: static files calling the management API above.
+    app.mount("/ui", console_files(), name="console")
     return app
+
+
+#: ``fleetcast server --workers N`` hands the settings to its worker processes here (JSON).
+SETTINGS_ENV = "FLEETCAST_SETTINGS_JSON"
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app of one worker process of ``fleetcast server --workers N`` (uvicorn factory).
+
+    Raises:
+        UsageError: the settings variable is missing.
+    """
+    text = os.environ.get(SETTINGS_ENV)
+    if text is None:
+        raise UsageError(f"{SETTINGS_ENV} is not set; start workers with `fleetcast server`")
+    return create_app(Settings.model_validate_json(text))
 
 
 async def _prepare(settings: Settings) -> str | None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    LocalBlobStore(settings.resolved_blob_dir).ensure()
+    if settings.blob_store == "local":
+        LocalBlobStore(settings.resolved_blob_dir).ensure()
     db = Database.connect(settings.resolved_database_url)
     try:
         await migrate.upgrade(db.engine)

@@ -3,21 +3,31 @@
 Blobs are content-addressed by their sha256, so storing the same bytes twice
 is harmless and a key never changes meaning. Writes go to a temp file that
 is fsynced and then renamed into place, so a crash never leaves a partial
-blob under a real key. An S3 store can implement the same protocol later.
+blob under a real key. :class:`fleetcast.server.s3blobs.S3BlobStore` keeps
+them in S3-compatible object storage instead and hands devices presigned
+URLs, so the bytes bypass Python; :func:`make_blob_store` picks one from the
+settings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 import tempfile
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
-from fleetcast.server.errors import TooLargeError
+from fleetcast.server.errors import InsufficientStorageError, TooLargeError
+
+#: errno values that mean "the disk is full", not "the disk is broken".
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+if TYPE_CHECKING:
+    from fleetcast.server.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class BlobStore(Protocol):
 
         Raises:
             TooLargeError: the stream is longer than ``max_size`` (nothing is stored).
+            InsufficientStorageError: the storage is full (nothing is stored).
         """
         ...
 
@@ -57,6 +68,23 @@ class BlobStore(Protocol):
         """Remove a blob; removing a missing blob is not an error."""
         ...
 
+    def presigned_url(self, key: str, *, filename: str) -> str | None:
+        """A short-lived URL serving the blob without this server, or None (local files)."""
+        ...
+
+
+def make_blob_store(settings: Settings) -> BlobStore:
+    """The blob store the settings name: a local directory, or S3 for ``s3://bucket``.
+
+    Raises:
+        UsageError: the S3 configuration is unusable.
+    """
+    if settings.blob_store == "local":
+        return LocalBlobStore(settings.resolved_blob_dir)
+    from fleetcast.server.s3blobs import S3BlobStore
+
+    return S3BlobStore.from_settings(settings)
+
 
 class LocalBlobStore:
     """Blobs as files under ``root/<first two hex digits>/<sha256>``."""
@@ -69,9 +97,10 @@ class LocalBlobStore:
         self._tmp.mkdir(parents=True, exist_ok=True)
 
     def path(self, key: str) -> Path:
-        if len(key) != 64 or not all(c in "0123456789abcdef" for c in key):
-            raise ValueError(f"not a blob key: {key!r}")
-        return self.root / key[:2] / key
+        return self.root / relative_path(key)
+
+    def presigned_url(self, key: str, *, filename: str) -> str | None:
+        return None
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.path(key).is_file)
@@ -100,11 +129,30 @@ class LocalBlobStore:
             key = digest.hexdigest()
             final = self.path(key)
             created = await asyncio.to_thread(_install, tmp, final)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)  # noqa: ASYNC240
+            if e.errno in _DISK_FULL:
+                raise InsufficientStorageError(
+                    f"the server's blob storage is full ({self.root}): upload not stored",
+                    details={"size_received": size},
+                ) from e
+            raise
         except BaseException:
             # Synchronous on purpose: cleanup must also run when the upload is cancelled.
             tmp.unlink(missing_ok=True)  # noqa: ASYNC240
             raise
         return StoredBlob(key=key, sha256=key, size=size, created=created)
+
+
+def relative_path(key: str) -> str:
+    """Where a blob lives below the store's root: ``<first two hex digits>/<sha256>``.
+
+    Raises:
+        ValueError: ``key`` is not a sha256 in lowercase hex.
+    """
+    if len(key) != 64 or not all(c in "0123456789abcdef" for c in key):
+        raise ValueError(f"not a blob key: {key!r}")
+    return f"{key[:2]}/{key}"
 
 
 def _sync(out: IO[bytes]) -> None:
@@ -118,6 +166,9 @@ def _install(tmp: Path, final: Path) -> bool:
         tmp.unlink()
         return False
     final.parent.mkdir(parents=True, exist_ok=True)
+    # mkstemp makes 0600 files; behind nginx (X-Accel-Redirect) its workers read
+    # the blobs too, as members of the server's group (docs/deploy.md).
+    tmp.chmod(0o640)
     os.replace(tmp, final)
     dir_fd = os.open(final.parent, os.O_RDONLY)
     try:

@@ -9,6 +9,7 @@ tree drawn in ``fleetcast/exceptions.py`` still holds::
         ├── ConflictError              409 conflict
         │   ├── StatusConflictError        409 status_conflict
         │   └── DeploymentAbortedError     409 deployment_aborted
+        ├── GoneError                  410 gone (feedback on a closed DDI action)
         ├── RequestInvalidError        422 validation_error
         ├── InvalidArtifactError       422 invalid_artifact
         ├── TooLargeError              413 too_large
@@ -17,7 +18,10 @@ tree drawn in ``fleetcast/exceptions.py`` still holds::
         │   ├── BadSignatureError          401 bad_signature
         │   ├── KeyMismatchError           401 key_mismatch
         │   └── StaleRequestError          401 stale_request
-        └── DeviceRejectedError        403 device_rejected
+        ├── ForbiddenError             403 forbidden
+        ├── DeviceRejectedError        403 device_rejected
+        ├── StorageUnavailableError    503 storage_unavailable
+        └── InsufficientStorageError   507 insufficient_storage
 
 Service code raises these (never ``HTTPException``); the one handler in
 ``fleetcast.server.api.errors`` turns them into the JSON error shape.
@@ -63,6 +67,12 @@ class DeploymentAbortedError(ConflictError):
     """The deployment was aborted; the device should stop unless it already committed."""
 
     default_code = "deployment_aborted"
+
+
+class GoneError(ServerError):
+    """The addressed thing is finished for good (a closed hawkBit DDI action)."""
+
+    default_status, default_code = 410, "gone"
 
 
 class RequestInvalidError(ServerError):
@@ -113,10 +123,28 @@ class StaleRequestError(UnauthorizedError):
     default_code = "stale_request"
 
 
+class ForbiddenError(ServerError):
+    """Valid credentials whose scope does not allow the request (a read-only token writing)."""
+
+    default_status, default_code = 403, "forbidden"
+
+
 class DeviceRejectedError(ServerError):
     """The device was rejected or decommissioned: it gets nothing."""
 
     default_status, default_code = 403, "device_rejected"
+
+
+class StorageUnavailableError(ServerError):
+    """The blob store (S3) cannot be reached or refused the operation; try again later."""
+
+    default_status, default_code = 503, "storage_unavailable"
+
+
+class InsufficientStorageError(ServerError):
+    """The server's disk is full: the upload was not stored (nothing half-written is kept)."""
+
+    default_status, default_code = 507, "insufficient_storage"
 
 
 __all__ = [
@@ -125,6 +153,9 @@ __all__ = [
     "DeploymentAbortedError",
     "DevicePendingError",
     "DeviceRejectedError",
+    "ForbiddenError",
+    "GoneError",
+    "InsufficientStorageError",
     "InvalidArtifactError",
     "KeyMismatchError",
     "NotFoundError",
@@ -132,6 +163,7 @@ __all__ = [
     "ServerError",
     "StaleRequestError",
     "StatusConflictError",
+    "StorageUnavailableError",
     "TooLargeError",
     "UnauthorizedError",
 ]

@@ -4,11 +4,14 @@ The rollout code calls :meth:`Notifier.notify` with the devices whose answer
 on ``/next`` may have changed (a deployment or phase started, a pause, an
 abort). A waiting ``/next`` request holds a :meth:`Notifier.subscribe`
 subscription and re-reads the database when woken, and also at least every
-``recheck`` seconds, so a notification lost between processes (or between
-its check and its subscription) delays an answer by at most that long.
+``recheck`` seconds, so a notification lost between processes delays an
+answer by at most that long.
 
-This implementation is in-process. Several server processes will need one
-backed by PostgreSQL ``LISTEN/NOTIFY`` with the same interface.
+:class:`LocalNotifier` is in-process; with one process it loses nothing, so
+its re-check is only a safety net. Several processes on PostgreSQL use
+:class:`fleetcast.server.pgnotify.PgNotifier` (``LISTEN/NOTIFY``), and
+:class:`fleetcast.server.mqtt.MqttNotifier` also pushes a "check in now"
+notice to devices over MQTT.
 """
 
 from __future__ import annotations
@@ -42,7 +45,13 @@ class Subscription:
 
 
 class Notifier(Protocol):
-    """Delivers "your answer may have changed" to waiting devices."""
+    """Delivers "your answer may have changed" to waiting devices.
+
+    ``recheck`` is the longest a waiting request goes without re-reading the
+    database: short when notifications can be lost, long when they cannot.
+    """
+
+    recheck: float
 
     def notify(self, device_ids: Iterable[str]) -> None:
         """Wake every subscription of these devices."""
@@ -56,8 +65,15 @@ class Notifier(Protocol):
 class LocalNotifier:
     """In-process notifier: one :class:`Subscription` per waiting request."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, recheck: float = 1.0) -> None:
+        self.recheck = recheck
         self._waiters: defaultdict[str, set[Subscription]] = defaultdict(set)
+
+    def wake_all(self) -> None:
+        """Wake every subscription (after notifications may have been missed)."""
+        for subscriptions in self._waiters.values():
+            for subscription in subscriptions:
+                subscription.wake()
 
     def notify(self, device_ids: Iterable[str]) -> None:
         for device_id in device_ids:

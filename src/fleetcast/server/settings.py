@@ -9,6 +9,7 @@ shares it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,42 @@ class Settings(BaseSettings):
             timestamp and the server clock, in seconds.
         public_url: Base URL put in front of download links; relative links when unset.
         max_artifact_size: Largest artifact upload accepted, in bytes.
+        workers: Server processes ``fleetcast server`` starts (uvicorn workers).
+        blob_store: Where artifact files live: ``local`` (``blob_dir``) or
+            ``s3://bucket[/prefix]`` (credentials from the usual ``AWS_*``
+            environment variables).
+        s3_endpoint_url: S3-compatible endpoint (MinIO, Ceph, ...); AWS when unset.
+        s3_region: Region of the bucket.
+        presign_expiry: Lifetime of a presigned S3 download URL, in seconds.
+        accel_redirect_prefix: When set (local blobs behind nginx), downloads
+            answer with ``X-Accel-Redirect: {prefix}/{blob path}`` and nginx
+            sends the bytes.
+        mqtt_url: ``mqtt://[user:password@]host[:port]`` (or ``mqtts://``): publish
+            a "check in now" notice on each affected device's topic.
+        mqtt_topic_prefix: Topics are ``{prefix}/devices/{device_id}/check-in``.
+        last_seen_flush_interval: Seconds between two batched writes of
+            devices' last-seen times (idle polls do not write).
+        ddi_tenant: The hawkBit tenant in DDI paths (``/{tenant}/controller/v1/...``),
+            compared without regard to case.
+        ddi_gateway_token: hawkBit ``GatewayToken`` (at least 16 characters): a
+            client presenting it may act for any controller id, and an
+            unknown one is registered (pending unless ``ddi_gateway_accept``).
+            Unset: gateway authentication is off.
+        ddi_gateway_accept: Accept devices registered through the gateway token
+            at once (like an enrollment token) instead of leaving them pending.
+        ddi_default_device_type: Device type of a DDI device registered through
+            the gateway, until its ``configData`` names a ``device_type``.
+        ddi_polling_interval: Seconds a DDI client is told to wait between polls.
+        mender_download_ttl: Lifetime of a Mender download link, in seconds.
+        delta_engine: Delta updates: ``auto`` (``hdiffpatch`` up to
+            ``delta_small_image`` bytes, ``zstd`` above), ``hdiffpatch``
+            (smallest), ``zstd`` (fastest) or ``off``. A ``delta-engine`` in an
+            image payload's ``meta`` overrides it for that artifact.
+        delta_small_image: Largest image ``auto`` gives to ``hdiffpatch``, in bytes.
+        delta_workers: Threads one delta generation uses.
+        delta_interval: Seconds between two looks for deltas to generate.
+        delta_wait: Longest time ``/next`` withholds an update from a device
+            whose delta is being generated; then it gets the full artifact.
     """
 
     model_config = SettingsConfigDict(env_prefix="FLEETCAST_", extra="ignore")
@@ -44,6 +81,27 @@ class Settings(BaseSettings):
     auth_clock_skew: int = Field(default=300, ge=0)
     public_url: str | None = None
     max_artifact_size: int = Field(default=8 * 1024**3, gt=0)
+    workers: int = Field(default=1, ge=1)
+    blob_store: str = "local"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    presign_expiry: int = Field(default=300, ge=10, le=7 * 24 * 3600)
+    accel_redirect_prefix: str | None = None
+    mqtt_url: str | None = None
+    mqtt_topic_prefix: str = "fleetcast"
+    last_seen_flush_interval: float = Field(default=10.0, gt=0)
+
+    ddi_tenant: str = Field(default="default", min_length=1, max_length=64)
+    ddi_gateway_token: str | None = Field(default=None, min_length=16, repr=False)
+    ddi_gateway_accept: bool = False
+    ddi_default_device_type: str = Field(default="hawkbit", min_length=1, max_length=128)
+    ddi_polling_interval: int = Field(default=300, ge=1, le=86399)
+    mender_download_ttl: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    delta_engine: Literal["auto", "hdiffpatch", "zstd", "off"] = "auto"
+    delta_small_image: int = Field(default=2 * 1024**3, ge=0)
+    delta_workers: int = Field(default=1, ge=1, le=64)
+    delta_interval: float = Field(default=2.0, gt=0)
+    delta_wait: float = Field(default=600.0, ge=0)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
@@ -54,6 +112,14 @@ class Settings(BaseSettings):
             self.blob_dir = self.data_dir / "blobs"
         if self.public_url is not None:
             self.public_url = self.public_url.rstrip("/")
+        if self.accel_redirect_prefix is not None:
+            self.accel_redirect_prefix = "/" + self.accel_redirect_prefix.strip("/")
+        if self.blob_store != "local" and not self.blob_store.startswith("s3://"):
+            raise ValueError(
+                f"blob_store must be 'local' or 's3://bucket[/prefix]', got {self.blob_store!r}"
+            )
+        if self.mqtt_url is not None and not self.mqtt_url.startswith(("mqtt://", "mqtts://")):
+            raise ValueError(f"mqtt_url must start with mqtt:// or mqtts://, got {self.mqtt_url!r}")
         return self
 
     @property

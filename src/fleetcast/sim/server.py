@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 
@@ -23,18 +24,34 @@ class ServerThread:
     """A real HTTP server on loopback, for the demo and the end-to-end tests.
 
     ``admin_token`` is the token created on first start (None when the data
-    directory already had one).
+    directory already had one). With ``tls_cert`` and ``tls_key`` (PEM files)
+    it serves HTTPS, for clients that insist on it (the Mender client).
     """
 
     def __init__(
-        self, settings: Settings, *, host: str = "127.0.0.1", port: int | None = None
+        self,
+        settings: Settings,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
     ) -> None:
+        if (tls_cert is None) != (tls_key is None):
+            raise UsageError("give both tls_cert and tls_key, or neither")
         self.settings = settings
         self.host = host
         self.port = port or free_port(host)
+        self.scheme = "https" if tls_cert else "http"
         self.admin_token = prepare(settings)
         config = uvicorn.Config(
-            create_app(settings), host=host, port=self.port, log_level="warning", lifespan="on"
+            create_app(settings),
+            host=host,
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            ssl_certfile=str(tls_cert) if tls_cert else None,
+            ssl_keyfile=str(tls_key) if tls_key else None,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -43,7 +60,7 @@ class ServerThread:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ServerThread:
         """Start serving; return once the server accepts connections.

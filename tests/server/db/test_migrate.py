@@ -21,6 +21,8 @@ TABLES = {
     "deployments",
     "deployment_devices",
     "device_events",
+    "ddi_actions",
+    "deltas",
 }
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from fleetcast.server.db.models import AdminToken, Device
 from fleetcast.server.runtime import ServerState
 from fleetcast.server.services.admission import device_for_token
-from fleetcast.server.services.credentials import check_admin_token
+from fleetcast.server.services.credentials import TokenScope, check_admin_token, require_scope
 
 _admin_bearer = HTTPBearer(
     auto_error=False, scheme_name="AdminToken", description="Admin API token"
@@ -42,18 +42,38 @@ async def get_session(state: State) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
+#: Methods a read-only token may use: the management API changes nothing on them.
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def current_admin(
+    request: Request,
     session: Session,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
 ) -> AdminToken:
-    """The admin token of the request (raises UnauthorizedError without a valid one)."""
+    """The management token of the request; a change needs at least the operator scope.
+
+    Raises UnauthorizedError without a valid token, ForbiddenError when a
+    read-only token asks for anything but a read.
+    """
     token = await check_admin_token(session, credentials.credentials if credentials else None)
     # End the read transaction now: the route opens its own.
     await session.commit()
+    if request.method not in _READ_METHODS:
+        require_scope(token, TokenScope.OPERATOR)
     return token
 
 
 Admin = Annotated[AdminToken, Depends(current_admin, scope="function")]
+
+
+async def admin_scope(token: Admin) -> AdminToken:
+    """The management token of the request, which must have the admin scope (ForbiddenError)."""
+    require_scope(token, TokenScope.ADMIN)
+    return token
+
+
+AdminScope = Annotated[AdminToken, Depends(admin_scope, scope="function")]
 
 
 async def current_device(

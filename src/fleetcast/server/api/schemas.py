@@ -17,6 +17,9 @@ DeploymentStatusName = Literal["running", "paused", "completed", "aborted"]
 ReportStatusName = Literal[
     "downloading", "installing", "rebooting", "success", "failure", "already-installed"
 ]
+DeviceKindName = Literal["native", "ddi", "mender"]
+ArtifactFormatName = Literal["fleetcast", "file", "mender"]
+TokenScopeName = Literal["read-only", "operator", "admin"]
 
 
 class _In(BaseModel):
@@ -98,6 +101,7 @@ class NextUpdateOut(BaseModel):
 
 class DeviceOut(BaseModel):
     id: str
+    kind: DeviceKindName = "native"
     identity: dict[str, str]
     public_key_id: str
     status: DeviceStatusName
@@ -122,8 +126,16 @@ class TagsIn(_In):
 
 class PreauthorizeIn(_In):
     identity: dict[str, str] = Field(min_length=1)
-    public_key: str = Field(min_length=1, max_length=4096)
+    public_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16384,
+        description="PEM: Ed25519 (native); RSA, ECDSA or Ed25519 (mender); none for ddi.",
+    )
     device_type: str = Field(min_length=1, max_length=128)
+    kind: DeviceKindName = Field(
+        default="native", description='ddi: identity is {"controller_id": ...}.'
+    )
 
 
 class EventOut(BaseModel):
@@ -141,6 +153,20 @@ class EventOut(BaseModel):
 
 class EventList(BaseModel):
     items: list[EventOut]
+
+
+class FleetEventOut(EventOut):
+    """A history entry in the fleet-wide event list: it names its device."""
+
+    device_id: str
+    device_identity: dict[str, str]
+
+
+class FleetEventList(BaseModel):
+    items: list[FleetEventOut]
+    next_before: int | None = Field(
+        description="Pass as `before` for the next (older) page; null on the last page."
+    )
 
 
 class EnrollmentTokenIn(_In):
@@ -165,7 +191,15 @@ class ArtifactOut(BaseModel):
     size: int
     sha256: str
     signer_keyid: str
-    manifest: SignedManifestOut
+    format: ArtifactFormatName = "fleetcast"
+    manifest: SignedManifestOut | None = Field(
+        description="The signed manifest of a fleetcast artifact; null for other formats."
+    )
+    details: dict[str, Any] | None = Field(
+        default=None,
+        description="file: filename, sha1, md5; mender: the header (artifact name, "
+        "device types, payload types, provides, depends).",
+    )
     created_at: dt.datetime
 
 
@@ -174,6 +208,25 @@ class ArtifactList(BaseModel):
 
 
 # ----------------------------------------------------------------- deployments
+
+
+class MaintenanceWindowIn(_In):
+    """A daily window from `start` (local time at `utc_offset_minutes`) on `weekdays` (0: Mon)."""
+
+    start: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["22:00"])
+    duration_minutes: int = Field(ge=1, le=7 * 24 * 60)
+    utc_offset_minutes: int = Field(default=0, ge=-14 * 60, le=14 * 60)
+    weekdays: list[int] = Field(default_factory=list, description="Empty: every day.")
+
+
+class DdiOptionsIn(_In):
+    """hawkBit action type and maintenance window for the DDI devices of a deployment."""
+
+    action_type: Literal["forced", "soft", "downloadonly"] = "forced"
+    maintenance_window: MaintenanceWindowIn | None = Field(
+        default=None,
+        description="Outside it, a DDI device that has not started is not offered the update.",
+    )
 
 
 class TargetIn(_In):
@@ -202,6 +255,14 @@ class DeploymentIn(_In):
         default=None, description="Omitted: one phase at 100% (everyone at once)."
     )
     allow_downgrade: bool = False
+    alternatives: list[str] = Field(
+        default_factory=list,
+        description="More artifacts (other formats or device types): each device gets the "
+        "first of artifact_id and these that it can install.",
+    )
+    ddi: DdiOptionsIn | None = Field(
+        default=None, description="How hawkBit-DDI devices get the update."
+    )
 
 
 class PhaseOut(BaseModel):
@@ -218,6 +279,8 @@ class DeploymentOut(BaseModel):
     id: str
     name: str
     artifact_id: str
+    alternatives: list[str] = Field(default_factory=list)
+    ddi: DdiOptionsIn | None = None
     artifact_name: str
     artifact_version: str
     target: TargetIn
@@ -230,6 +293,12 @@ class DeploymentOut(BaseModel):
     phases: list[PhaseOut]
     total: int
     counts: dict[str, int]
+    bytes_shipped: int = Field(
+        default=0, description="Bytes sent to the devices: deltas and full artifacts."
+    )
+    bytes_full: int = Field(
+        default=0, description="What full artifacts would have cost the same devices."
+    )
     created_at: dt.datetime
     finished_at: dt.datetime | None
 
@@ -240,6 +309,12 @@ class DeploymentList(BaseModel):
 
 class DeploymentDeviceOut(BaseModel):
     device_id: str
+    artifact_id: str | None = Field(
+        default=None, description="The artifact this device gets; null when skipped."
+    )
+    device_identity: dict[str, str] = Field(
+        default_factory=dict, description="The device's identity (e.g. its serial)."
+    )
     phase: int | None
     state: str
     progress: int | None
@@ -252,3 +327,56 @@ class DeploymentDeviceOut(BaseModel):
 class DeploymentDevicePage(BaseModel):
     items: list[DeploymentDeviceOut]
     total: int
+
+
+# ----------------------------------------------------------------- fleet
+
+
+class VersionCount(BaseModel):
+    artifact_name: str | None
+    artifact_version: str | None
+    devices: int
+
+
+class DeviceTypeCount(BaseModel):
+    device_type: str
+    devices: int
+
+
+class FleetSummaryOut(BaseModel):
+    """Fleet-wide counts for a dashboard; derived from the devices and deployments tables."""
+
+    devices: int = Field(description="Accepted devices: the fleet that can be updated.")
+    by_status: dict[str, int] = Field(description="Devices per admission status (all of them).")
+    online: int = Field(description="Accepted devices seen within `online_within` seconds.")
+    offline: int = Field(description="Accepted devices seen before that, or never.")
+    never_seen: int = Field(description="Accepted devices that never contacted the server.")
+    online_within: int
+    versions: list[VersionCount] = Field(
+        description="Installed artifact and version of accepted devices, most devices first."
+    )
+    device_types: list[DeviceTypeCount]
+    deployments: dict[str, int] = Field(description="Deployments per status.")
+
+
+# ----------------------------------------------------------------- API tokens
+
+
+class TokenIn(_In):
+    name: str = Field(min_length=1, max_length=128)
+    scope: TokenScopeName
+
+
+class TokenOut(BaseModel):
+    id: str
+    name: str
+    scope: TokenScopeName
+    created_at: dt.datetime
+
+
+class NewTokenOut(TokenOut):
+    token: str = Field(description="The token itself; shown once, only its hash is stored.")
+
+
+class TokenList(BaseModel):
+    items: list[TokenOut]

@@ -11,17 +11,21 @@ from fleetcast.server.api.schemas import (
     DeploymentOut,
     DeviceOut,
     EventOut,
+    FleetEventOut,
     PhaseOut,
     SignedManifestOut,
     TargetIn,
+    TokenOut,
 )
 from fleetcast.server.db.models import (
+    AdminToken,
     Artifact,
     DeploymentDevice,
     Device,
     DeviceEvent,
 )
 from fleetcast.server.rollout.plan import Phase
+from fleetcast.server.services.credentials import scope_of
 from fleetcast.server.services.deployments import DeploymentSummary
 from fleetcast.server.services.devices import identity_of
 
@@ -29,6 +33,7 @@ from fleetcast.server.services.devices import identity_of
 def device_out(device: Device) -> DeviceOut:
     return DeviceOut(
         id=device.id,
+        kind=device.kind,
         identity=identity_of(device),
         public_key_id=device.public_key_id,
         status=device.status,
@@ -58,6 +63,18 @@ def event_out(event: DeviceEvent) -> EventOut:
     )
 
 
+def fleet_event_out(event: DeviceEvent, identity: dict[str, str] | None = None) -> FleetEventOut:
+    return FleetEventOut(
+        device_id=event.device_id, device_identity=identity or {}, **event_out(event).model_dump()
+    )
+
+
+def token_out(token: AdminToken) -> TokenOut:
+    return TokenOut(
+        id=token.id, name=token.name, scope=scope_of(token).value, created_at=token.created_at
+    )
+
+
 def _manifest(envelope: dict[str, Any]) -> SignedManifestOut:
     return SignedManifestOut(signed=envelope["signed"], signatures=envelope["signatures"])
 
@@ -72,7 +89,9 @@ def artifact_out(artifact: Artifact) -> ArtifactOut:
         size=artifact.size,
         sha256=artifact.sha256,
         signer_keyid=artifact.signer_keyid,
-        manifest=_manifest(artifact.manifest),
+        format=artifact.format,
+        manifest=_manifest(artifact.manifest) if artifact.format == "fleetcast" else None,
+        details=None if artifact.format == "fleetcast" else dict(artifact.manifest),
         created_at=artifact.created_at,
     )
 
@@ -98,6 +117,8 @@ def deployment_out(summary: DeploymentSummary) -> DeploymentOut:
         id=d.id,
         name=d.name,
         artifact_id=d.artifact_id,
+        alternatives=list((d.options or {}).get("alternatives", [])),
+        ddi=(d.options or {}).get("ddi"),
         artifact_name=d.artifact.name,
         artifact_version=d.artifact.version,
         target=TargetIn(**d.target),
@@ -110,14 +131,20 @@ def deployment_out(summary: DeploymentSummary) -> DeploymentOut:
         phases=phases,
         total=d.device_count,
         counts=dict(summary.totals),
+        bytes_shipped=summary.bytes_shipped,
+        bytes_full=summary.bytes_full,
         created_at=d.created_at,
         finished_at=d.finished_at,
     )
 
 
-def member_out(member: DeploymentDevice) -> DeploymentDeviceOut:
+def member_out(
+    member: DeploymentDevice, identity: dict[str, str] | None = None
+) -> DeploymentDeviceOut:
     return DeploymentDeviceOut(
         device_id=member.device_id,
+        artifact_id=member.artifact_id,
+        device_identity=identity or {},
         phase=member.phase,
         state=member.state,
         progress=member.progress,

@@ -79,6 +79,8 @@ class Device(Base):
     )
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
+    # What the device speaks: native (Fleetcast agent), ddi (hawkBit DDI), mender.
+    kind: Mapped[str] = mapped_column(String(16), default="native", server_default="native")
     identity_json: Mapped[str] = mapped_column(Text)
     # sha256 of the canonical identity JSON: the unique lookup key at /auth.
     identity_hash: Mapped[str] = mapped_column(String(64), unique=True)
@@ -92,6 +94,8 @@ class Device(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     last_seen_at: Mapped[dt.datetime | None] = mapped_column()
+    # sha256 of a hawkBit DDI device's TargetToken (DDI devices only).
+    target_token_hash: Mapped[str | None] = mapped_column(String(64))
 
     tags: Mapped[list[DeviceTag]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", order_by="DeviceTag.tag"
@@ -152,12 +156,16 @@ class Artifact(Base):
     id: Mapped[str] = mapped_column(ID, primary_key=True)
     name: Mapped[str] = mapped_column(String(128))
     version: Mapped[str] = mapped_column(String(128))
+    # fleetcast (.fca), file (opaque DDI file: .swu, .raucb), mender (mender-artifact).
+    format: Mapped[str] = mapped_column(String(16), default="fleetcast", server_default="fleetcast")
     compatible: Mapped[list[str]] = mapped_column()
     payload_type: Mapped[str] = mapped_column(String(32))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     signer_keyid: Mapped[str] = mapped_column(String(64))
-    # The signed envelope {"signed": ..., "signatures": [...]}, sent to devices as is.
+    # fleetcast: the signed envelope {"signed": ..., "signatures": [...]}, sent to
+    # devices as is. Other formats: what the server read from the file or the
+    # upload (file name, sha1/md5, Mender header), see fleetcast.server.compat.
     manifest: Mapped[dict[str, Any]] = mapped_column()
     blob_key: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -175,6 +183,9 @@ class Deployment(Base):
     target: Mapped[dict[str, Any]] = mapped_column()
     phases: Mapped[list[Any]] = mapped_column()
     allow_downgrade: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Alternative artifacts (other formats) and DDI action options; see
+    # fleetcast.server.services.formats and fleetcast.server.compat.ddi_service.
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     status: Mapped[str] = mapped_column(String(16))
     pause_reason: Mapped[str | None] = mapped_column(Text)
     current_phase: Mapped[int] = mapped_column(Integer, default=0)
@@ -206,12 +217,21 @@ class DeploymentDevice(Base):
     # None for skipped devices, which belong to no phase.
     phase: Mapped[int | None] = mapped_column(Integer)
     position: Mapped[int] = mapped_column(Integer)
+    # The artifact this device gets (its format fits the device's kind); None on
+    # rows from before alternatives existed and on skipped devices: the deployment's.
+    artifact_id: Mapped[str | None] = mapped_column(
+        ForeignKey("artifacts.id", ondelete="RESTRICT"), index=True
+    )
     state: Mapped[str] = mapped_column(String(24))
     progress: Mapped[int | None] = mapped_column(Integer)
     last_message: Mapped[str] = mapped_column(Text, default="")
     log_tail: Mapped[list[str]] = mapped_column(default=list)
     rolled_back: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # What the server sent this device (delta and full downloads, ranges
+    # included) and what full images would have cost: set when it first downloads.
+    bytes_shipped: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    bytes_full: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class DeviceEvent(Base):
@@ -233,3 +253,56 @@ class DeviceEvent(Base):
     message: Mapped[str] = mapped_column(Text, default="")
     log_tail: Mapped[list[str]] = mapped_column(default=list)
     rolled_back: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class DdiAction(Base):
+    """A hawkBit DDI action: one device in one deployment, under the integer id DDI clients need.
+
+    Created when the deployment is first offered to the device. ``closed``
+    once the device sent a final feedback or acknowledged a cancel; feedback
+    on a closed action is refused (410), as hawkBit does.
+    """
+
+    __tablename__ = "ddi_actions"
+    __table_args__ = (UniqueConstraint("deployment_id", "device_id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"))
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    closed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Delta(Base):
+    """A delta between two artifacts' root file system images, generated in the background.
+
+    ``status``: ``pending`` (queued), ``ready`` (blob stored, offered),
+    ``failed`` (``error`` says why; never offered). The blob is a
+    ``fleetcast.delta`` file, content-addressed like artifacts.
+    """
+
+    __tablename__ = "deltas"
+    __table_args__ = (
+        UniqueConstraint("source_artifact_id", "target_artifact_id", "engine"),
+        Index("ix_deltas_status_created_at", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    source_artifact_id: Mapped[str] = mapped_column(ForeignKey("artifacts.id", ondelete="CASCADE"))
+    target_artifact_id: Mapped[str] = mapped_column(
+        ForeignKey("artifacts.id", ondelete="CASCADE"), index=True
+    )
+    engine: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    blob_key: Mapped[str | None] = mapped_column(String(256))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    source_size: Mapped[int | None] = mapped_column(BigInteger)
+    source_sha256: Mapped[str | None] = mapped_column(String(64))
+    target_size: Mapped[int | None] = mapped_column(BigInteger)
+    generation_ms: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column()

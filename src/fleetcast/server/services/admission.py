@@ -90,7 +90,7 @@ async def authenticate(
     """
     try:
         request = AuthRequest.from_dict(json.loads(body))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValidationError(f"auth request is not JSON: {e}") from e
     _check_signature(request.public_key, body, signature_hex)
     clock = now if now is not None else time.time()

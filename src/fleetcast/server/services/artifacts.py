@@ -27,7 +27,7 @@ from fleetcast.artifact import ArtifactReader, VerifiedArtifact, decode_payload,
 from fleetcast.core.manifest import SignedManifest
 from fleetcast.exceptions import InvalidDataError, SignatureError
 from fleetcast.server.blobs import BlobStore
-from fleetcast.server.db.models import Artifact, Deployment
+from fleetcast.server.db.models import Artifact, Deployment, DeploymentDevice
 from fleetcast.server.errors import ConflictError, InvalidArtifactError, NotFoundError
 
 
@@ -138,6 +138,11 @@ async def delete_artifact(session: AsyncSession, blobs: BlobStore, artifact_id: 
     row = await get_artifact(session, artifact_id)
     used_by = await session.scalar(
         select(Deployment.id).where(Deployment.artifact_id == artifact_id).limit(1)
+    ) or await session.scalar(
+        # As an alternative some devices of a deployment get.
+        select(DeploymentDevice.deployment_id)
+        .where(DeploymentDevice.artifact_id == artifact_id)
+        .limit(1)
     )
     if used_by is not None:
         raise ConflictError(

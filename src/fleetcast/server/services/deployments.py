@@ -1,9 +1,12 @@
 """Deployments: creation (target resolution and phase assignment), status, and steering.
 
 Creation resolves the target once, at creation time: the accepted devices
-matching it (OR within a kind, AND across kinds). Devices whose type is not
-in the artifact's ``compatible`` list are recorded as ``skipped``; the rest
-are ordered and assigned to phases (``fleetcast.server.rollout.plan``).
+matching it (OR within a kind, AND across kinds). Each device gets the
+deployment's artifact or one of its alternatives, the first whose format its
+kind installs and whose ``compatible`` list holds its type
+(``fleetcast.server.services.formats``); devices none fits are recorded as
+``skipped``; the rest are ordered and assigned to phases
+(``fleetcast.server.rollout.plan``).
 Phase 0 starts at once. The engine does the rest.
 """
 
@@ -30,6 +33,7 @@ from fleetcast.server.errors import ConflictError, NotFoundError, RequestInvalid
 from fleetcast.server.notify import Notifier
 from fleetcast.server.rollout.engine import phase_counts
 from fleetcast.server.rollout.plan import Phase, assign_phases, validate_phases
+from fleetcast.server.services.formats import pick_artifact
 from fleetcast.server.states import (
     FINISHED,
     OFFERABLE,
@@ -69,10 +73,14 @@ class DeploymentSummary:
     deployment: Deployment
     phase_counts: dict[int, Counter[str]] = field(default_factory=dict)
     totals: Counter[str] = field(default_factory=Counter)
+    # Bytes the server sent the devices (deltas and full downloads) and what
+    # full images would have cost them (see fleetcast.server.services.deltas).
+    bytes_shipped: int = 0
+    bytes_full: int = 0
 
 
-def _target_query(target: Target) -> Select[str, str]:
-    query = select(Device.id, Device.device_type).where(
+def _target_query(target: Target) -> Select[str, str, str]:
+    query = select(Device.id, Device.device_type, Device.kind).where(
         Device.status == DeviceStatus.ACCEPTED.value
     )
     if target.device_ids:
@@ -95,8 +103,14 @@ async def create_deployment(
     target: Target,
     phases: Sequence[Phase],
     allow_downgrade: bool = False,
+    alternatives: Sequence[str] = (),
+    options: dict[str, Any] | None = None,
 ) -> Deployment:
     """Create a deployment and start its first phase.
+
+    ``alternatives`` are further artifacts (typically of other formats) for
+    devices the main artifact does not fit; ``options`` are kept with the
+    deployment for the compatibility APIs (e.g. ``{"ddi": {...}}``).
 
     Raises:
         RequestInvalidError: bad phases, an empty target, a target that matches
@@ -113,14 +127,27 @@ async def create_deployment(
             f"artifact {artifact_id} does not exist",
             details={"field": "artifact_id", "artifact_id": artifact_id},
         )
+    candidates = [artifact]
+    for other_id in alternatives:
+        other = await session.get(Artifact, other_id)
+        if other is None or other in candidates:
+            raise RequestInvalidError(
+                f"alternative artifact {other_id} does not exist or is named twice",
+                details={"field": "alternatives", "artifact_id": other_id},
+            )
+        candidates.append(other)
     matched = (await session.execute(_target_query(target))).all()
     if not matched:
         raise RequestInvalidError("target matches no accepted device", details={"field": "target"})
-    compatible = set(artifact.compatible)
-    fits = [device_id for device_id, device_type in matched if device_type in compatible]
-    skipped = sorted(
-        device_id for device_id, device_type in matched if device_type not in compatible
-    )
+    artifact_of: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for device_id, device_type, kind in matched:
+        picked, why_not = pick_artifact(kind, device_type, candidates)
+        if picked is None:
+            skipped[device_id] = why_not
+        else:
+            artifact_of[device_id] = picked.id
+    fits = [device_id for device_id, _, _ in matched if device_id in artifact_of]
 
     now = utcnow()
     deployment = Deployment(
@@ -130,6 +157,7 @@ async def create_deployment(
         target=target.to_dict(),
         phases=[p.to_dict() for p in phases],
         allow_downgrade=allow_downgrade,
+        options={**(options or {}), "alternatives": [a.id for a in candidates[1:]]},
         status=DeploymentStatus.RUNNING.value,
         current_phase=0,
         phase_started_at=now,
@@ -145,6 +173,7 @@ async def create_deployment(
             "device_id": device_id,
             "phase": phase,
             "position": position,
+            "artifact_id": artifact_of[device_id],
             "state": (RolloutState.SCHEDULED if phase == 0 else RolloutState.PENDING).value,
             "last_message": "",
             "log_tail": [],
@@ -159,13 +188,14 @@ async def create_deployment(
             "device_id": device_id,
             "phase": None,
             "position": -1,
+            "artifact_id": None,
             "state": RolloutState.SKIPPED.value,
-            "last_message": "device type not in the artifact's compatible list",
+            "last_message": skipped[device_id],
             "log_tail": [],
             "rolled_back": False,
             "updated_at": now,
         }
-        for device_id in skipped
+        for device_id in sorted(skipped)
     ]
     for start in range(0, len(rows), _BATCH):
         await session.execute(insert(DeploymentDevice), rows[start : start + _BATCH])
@@ -195,12 +225,18 @@ async def summarize(session: AsyncSession, deployment_id: str) -> DeploymentSumm
     deployment = await _get(session, deployment_id)
     summary = DeploymentSummary(deployment)
     rows = await session.execute(
-        select(DeploymentDevice.phase, DeploymentDevice.state, func.count())
+        select(
+            DeploymentDevice.phase,
+            DeploymentDevice.state,
+            func.count(),
+            func.sum(DeploymentDevice.bytes_shipped),
+            func.sum(DeploymentDevice.bytes_full),
+        )
         .where(DeploymentDevice.deployment_id == deployment_id)
         .group_by(DeploymentDevice.phase, DeploymentDevice.state)
     )
-    for phase, state, n in rows:
-        _count(summary, phase, state, int(n))
+    for phase, state, n, shipped, full in rows:
+        _count(summary, phase, state, int(n), shipped, full)
     return summary
 
 
@@ -216,19 +252,30 @@ async def list_deployments(session: AsyncSession) -> list[DeploymentSummary]:
             DeploymentDevice.phase,
             DeploymentDevice.state,
             func.count(),
+            func.sum(DeploymentDevice.bytes_shipped),
+            func.sum(DeploymentDevice.bytes_full),
         ).group_by(DeploymentDevice.deployment_id, DeploymentDevice.phase, DeploymentDevice.state)
     )
-    for deployment_id, phase, state, n in rows:
+    for deployment_id, phase, state, n, shipped, full in rows:
         summary = summaries.get(deployment_id)
         if summary is not None:
-            _count(summary, phase, state, int(n))
+            _count(summary, phase, state, int(n), shipped, full)
     return list(summaries.values())
 
 
-def _count(summary: DeploymentSummary, phase: int | None, state: str, n: int) -> None:
+def _count(
+    summary: DeploymentSummary,
+    phase: int | None,
+    state: str,
+    n: int,
+    shipped: int | None = None,
+    full: int | None = None,
+) -> None:
     if phase is not None:
         summary.phase_counts.setdefault(phase, Counter())[state] += n
     summary.totals[state] += n
+    summary.bytes_shipped += int(shipped or 0)
+    summary.bytes_full += int(full or 0)
 
 
 async def list_members(

@@ -7,7 +7,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from sqlalchemy import Select, func, or_, select, update
@@ -102,6 +102,23 @@ async def get_device(session: AsyncSession, device_id: str) -> Device:
     return device
 
 
+def parse_attribute_filters(filters: Sequence[str]) -> dict[str, str]:
+    """Turn ``["key=value", ...]`` into a mapping.
+
+    Raises:
+        RequestInvalidError: a filter has no ``=`` or an empty key.
+    """
+    parsed: dict[str, str] = {}
+    for item in filters:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise RequestInvalidError(
+                f"attribute filter {item!r} is not KEY=VALUE", details={"attribute": item}
+            )
+        parsed[key] = value
+    return parsed
+
+
 async def list_devices(
     session: AsyncSession,
     *,
@@ -109,10 +126,20 @@ async def list_devices(
     device_type: str | None = None,
     tag: str | None = None,
     q: str | None = None,
+    artifact_name: str | None = None,
+    artifact_version: str | None = None,
+    attributes: Mapping[str, str] | None = None,
+    seen_since: dt.datetime | None = None,
+    online: bool | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[list[Device], int]:
-    """Return one page of devices (newest first) and the total matching the filters."""
+    """Return one page of devices (newest first) and the total matching the filters.
+
+    ``attributes`` must all match exactly (AND). ``online`` True keeps the
+    devices seen at or after ``seen_since``, False the others (including
+    devices never seen); it needs ``seen_since``.
+    """
     query: Select[Device] = select(Device)
     if status is not None:
         query = query.where(Device.status == status.value)
@@ -123,6 +150,19 @@ async def list_devices(
     if q:
         pattern = f"%{q}%"
         query = query.where(or_(Device.identity_json.like(pattern), Device.id.like(pattern)))
+    if artifact_name:
+        query = query.where(Device.artifact_name == artifact_name)
+    if artifact_version:
+        query = query.where(Device.artifact_version == artifact_version)
+    for key, value in (attributes or {}).items():
+        query = query.where(Device.attributes[key].as_string() == value)
+    if online is not None and seen_since is not None:
+        if online:
+            query = query.where(Device.last_seen_at >= seen_since)
+        else:
+            query = query.where(
+                or_(Device.last_seen_at.is_(None), Device.last_seen_at < seen_since)
+            )
     total = await session.scalar(select(func.count()).select_from(query.subquery()))
     rows = await session.scalars(
         query.order_by(Device.created_at.desc(), Device.id).limit(limit).offset(offset)
@@ -239,6 +279,44 @@ async def history(session: AsyncSession, device_id: str) -> list[DeviceEvent]:
     rows = await session.scalars(
         select(DeviceEvent).where(DeviceEvent.device_id == device_id).order_by(DeviceEvent.id)
     )
+    return list(rows)
+
+
+async def identities(session: AsyncSession, device_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The identities of the given devices, by id (unknown ids are left out)."""
+    if not device_ids:
+        return {}
+    rows = await session.execute(
+        select(Device.id, Device.identity_json).where(Device.id.in_(device_ids))
+    )
+    return {
+        device_id: {str(k): str(v) for k, v in json.loads(text).items()} for device_id, text in rows
+    }
+
+
+async def recent_events(
+    session: AsyncSession,
+    *,
+    kind: str | None = None,
+    state: str | None = None,
+    deployment_id: str | None = None,
+    device_id: str | None = None,
+    before: int | None = None,
+    limit: int = 50,
+) -> list[DeviceEvent]:
+    """History entries across the fleet, newest first; ``before`` pages by event id."""
+    query = select(DeviceEvent)
+    if kind:
+        query = query.where(DeviceEvent.kind == kind)
+    if state:
+        query = query.where(DeviceEvent.state == state)
+    if deployment_id:
+        query = query.where(DeviceEvent.deployment_id == deployment_id)
+    if device_id:
+        query = query.where(DeviceEvent.device_id == device_id)
+    if before is not None:
+        query = query.where(DeviceEvent.id < before)
+    rows = await session.scalars(query.order_by(DeviceEvent.id.desc()).limit(limit))
     return list(rows)
 
 

@@ -5,10 +5,15 @@ update (it reported downloading, installing or rebooting) in a deployment
 that is not finished, that deployment is its only candidate, offered while
 it runs and withheld while it is paused. Otherwise the oldest running
 deployment that has scheduled the device is offered.
+
+The offer carries a delta when one is ready from the device's installed
+image, or is withheld while that delta is generated
+(:func:`fleetcast.server.services.deltas.decide`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 from sqlalchemy import select
@@ -16,9 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from fleetcast.core.manifest import SignedManifest
 from fleetcast.core.wire import StatusReport, UpdateOffer
-from fleetcast.server.db.models import Deployment, DeploymentDevice, Device, utcnow
+from fleetcast.server.db.models import Artifact, Deployment, DeploymentDevice, Device, utcnow
 from fleetcast.server.errors import DeploymentAbortedError, NotFoundError, StatusConflictError
+from fleetcast.server.services import deltas
 from fleetcast.server.services.devices import add_event
+from fleetcast.server.settings import Settings
 from fleetcast.server.states import (
     IN_PROGRESS,
     INSTALLED,
@@ -37,13 +44,24 @@ def download_path(artifact_id: str) -> str:
     return f"/api/device/v1/artifacts/{artifact_id}/download"
 
 
-async def next_update(
-    session: AsyncSession, device: Device, *, public_url: str | None = None
-) -> UpdateOffer | None:
-    """The update this device should install now, or None."""
+async def member_artifact(
+    session: AsyncSession, deployment: Deployment, artifact_id: str | None
+) -> Artifact:
+    """The artifact a member of ``deployment`` gets (its own, else the deployment's)."""
+    if artifact_id is None or artifact_id == deployment.artifact_id:
+        return deployment.artifact
+    artifact = await session.get(Artifact, artifact_id)
+    assert artifact is not None, "deployment_devices.artifact_id is a foreign key"
+    return artifact
+
+
+async def next_deployment(
+    session: AsyncSession, device: Device
+) -> tuple[Deployment, Artifact] | None:
+    """The deployment this device should work on now and the artifact it gets, or None."""
     rows = (
         await session.execute(
-            select(DeploymentDevice.state, Deployment)
+            select(DeploymentDevice.state, DeploymentDevice.artifact_id, Deployment)
             .join(Deployment, Deployment.id == DeploymentDevice.deployment_id)
             .where(
                 DeploymentDevice.device_id == device.id,
@@ -56,14 +74,44 @@ async def next_update(
             .order_by(Deployment.created_at, Deployment.id)
         )
     ).all()
-    busy = [d for state, d in rows if state in IN_PROGRESS]
+    busy = [(a, d) for state, a, d in rows if state in IN_PROGRESS]
     if busy:
-        chosen: Deployment | None = busy[0] if busy[0].status == DeploymentStatus.RUNNING else None
+        artifact_id, deployment = busy[0]
+        if deployment.status != DeploymentStatus.RUNNING:
+            return None
     else:
-        chosen = next((d for _, d in rows if d.status == DeploymentStatus.RUNNING), None)
-    if chosen is None:
+        running = [(a, d) for _, a, d in rows if d.status == DeploymentStatus.RUNNING]
+        if not running:
+            return None
+        artifact_id, deployment = running[0]
+    return deployment, await member_artifact(session, deployment, artifact_id)
+
+
+async def next_update(
+    session: AsyncSession,
+    device: Device,
+    *,
+    public_url: str | None = None,
+    settings: Settings | None = None,
+    on_delta_queued: Callable[[], None] | None = None,
+) -> UpdateOffer | None:
+    """The update this device should install now, or None.
+
+    With ``settings``, deltas are considered (:func:`deltas.decide`): the
+    offer may carry one, or be withheld while the device's delta is being
+    generated; ``on_delta_queued`` is called when a generation was queued.
+    """
+    found = await next_deployment(session, device)
+    if found is None:
         return None
-    artifact = chosen.artifact
+    chosen, artifact = found
+    decision = deltas.DeltaDecision()
+    if settings is not None:
+        decision = await deltas.decide(session, device, artifact, settings, public_url=public_url)
+        if decision.queued and on_delta_queued is not None:
+            on_delta_queued()
+        if decision.wait:
+            return None
     return UpdateOffer(
         deployment_id=chosen.id,
         artifact_id=artifact.id,
@@ -72,6 +120,7 @@ async def next_update(
         download_url=(public_url or "") + download_path(artifact.id),
         manifest=SignedManifest.from_dict(artifact.manifest),
         allow_downgrade=chosen.allow_downgrade,
+        delta=decision.offer,
     )
 
 
@@ -137,7 +186,7 @@ async def report_status(
     member.log_tail = log_tail
     member.rolled_back = member.rolled_back or report.rolled_back
     member.updated_at = utcnow()
-    artifact = deployment.artifact
+    artifact = await member_artifact(session, deployment, member.artifact_id)
     add_event(
         session,
         device.id,

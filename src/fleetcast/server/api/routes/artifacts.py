@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, Response
 
 from fleetcast.server.api.deps import Session, State, current_admin
 from fleetcast.server.api.routes.device import artifact_file
 from fleetcast.server.api.schemas import ArtifactList, ArtifactOut, ErrorResponse
 from fleetcast.server.api.views import artifact_out
+from fleetcast.server.compat import uploads
 from fleetcast.server.services import artifacts
+from fleetcast.server.services.formats import ArtifactFormat
 
 router = APIRouter(
     prefix="/api/v1/artifacts",
@@ -35,17 +40,58 @@ router = APIRouter(
         409: {"model": ErrorResponse},
         413: {"model": ErrorResponse},
         422: {"model": ErrorResponse},
+        507: {"model": ErrorResponse},
     },
 )
-async def upload(request: Request, session: Session, state: State) -> ArtifactOut:
-    """Upload an artifact file (streamed); it is verified completely before it is stored."""
-    row = await artifacts.upload(
-        session,
-        state.blobs,
-        request.stream(),
-        trusted_keys=state.trusted_keys,
-        max_size=state.settings.max_artifact_size,
-    )
+async def upload(
+    request: Request,
+    session: Session,
+    state: State,
+    format: Annotated[
+        Literal["auto", "fleetcast", "file", "mender"],
+        Query(description="auto: a Fleetcast or a Mender artifact, told by its content."),
+    ] = "auto",
+    name: Annotated[str | None, Query(description="file: the artifact name.")] = None,
+    version: Annotated[
+        str | None, Query(description="file: the version; mender: default the artifact name.")
+    ] = None,
+    compatible: Annotated[
+        list[str], Query(description="file: a compatible device type (repeat).")
+    ] = [],  # noqa: B006  # FastAPI copies query defaults
+    filename: Annotated[
+        str | None, Query(description="file: the name DDI clients see, e.g. fw-1.1.swu.")
+    ] = None,
+) -> ArtifactOut:
+    """Upload an artifact file (streamed); it is verified completely before it is stored.
+
+    A Fleetcast (``.fca``) or Mender artifact is recognised by its content; an
+    opaque file for hawkBit-DDI clients (``.swu``, ``.raucb``) needs
+    ``format=file`` with ``name``, ``version``, ``compatible`` and ``filename``.
+    """
+    chunks: AsyncIterator[bytes] = request.stream()
+    kind = ArtifactFormat.FLEETCAST if format == "auto" else ArtifactFormat(format)
+    if format == "auto":
+        kind, chunks = await uploads.sniff(chunks)
+    if kind == ArtifactFormat.FLEETCAST:
+        row = await artifacts.upload(
+            session,
+            state.blobs,
+            chunks,
+            trusted_keys=state.trusted_keys,
+            max_size=state.settings.max_artifact_size,
+        )
+    else:
+        row = await uploads.upload_foreign(
+            session,
+            state.blobs,
+            chunks,
+            format=kind,
+            max_size=state.settings.max_artifact_size,
+            name=name,
+            version=version,
+            compatible=compatible,
+            filename=filename,
+        )
     return artifact_out(row)
 
 
@@ -64,8 +110,8 @@ async def get_artifact(artifact_id: str, session: Session) -> ArtifactOut:
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-async def download(artifact_id: str, session: Session, state: State) -> FileResponse:
-    """The artifact file (supports ``Range``)."""
+async def download(artifact_id: str, session: Session, state: State) -> Response:
+    """The artifact file (supports ``Range``; a redirect to S3 with an S3 blob store)."""
     return await artifact_file(session, state, artifact_id)
 
 

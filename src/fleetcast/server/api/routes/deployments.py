@@ -16,7 +16,7 @@ from fleetcast.server.api.schemas import (
 )
 from fleetcast.server.api.views import deployment_out, member_out
 from fleetcast.server.rollout.plan import DEFAULT_MAX_FAILURE_PERCENT, Phase
-from fleetcast.server.services import deployments
+from fleetcast.server.services import deployments, devices
 from fleetcast.server.services.deployments import Target
 from fleetcast.server.states import RolloutState
 
@@ -66,6 +66,8 @@ async def create(body: DeploymentIn, session: Session, state: State) -> Deployme
         ),
         phases=phases,
         allow_downgrade=body.allow_downgrade,
+        alternatives=tuple(body.alternatives),
+        options={"ddi": body.ddi.model_dump()} if body.ddi else None,
     )
     state.engine.nudge()
     return deployment_out(await deployments.summarize(session, deployment.id))
@@ -92,11 +94,14 @@ async def list_devices(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DeploymentDevicePage:
-    """Per-device state, phase and last message, in rollout order."""
+    """Per-device state, phase, last message and identity, in rollout order."""
     rows, total = await deployments.list_members(
         session, deployment_id, state=state, limit=limit, offset=offset
     )
-    return DeploymentDevicePage(items=[member_out(m) for m in rows], total=total)
+    names = await devices.identities(session, [m.device_id for m in rows])
+    return DeploymentDevicePage(
+        items=[member_out(m, names.get(m.device_id)) for m in rows], total=total
+    )
 
 
 @router.post(

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Final
 import pydantic
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 
 from fleetcast.core.wire import Inventory, StatusReport, UpdateOffer
 from fleetcast.server.api.deps import CurrentDevice, Session, State
@@ -22,8 +22,9 @@ from fleetcast.server.api.schemas import (
     NextUpdateOut,
     StatusReportIn,
 )
+from fleetcast.server.blobs import relative_path
 from fleetcast.server.errors import NotFoundError
-from fleetcast.server.services import admission, artifacts, devices, updates
+from fleetcast.server.services import admission, artifacts, deltas, devices, updates
 
 router = APIRouter(
     prefix="/api/device/v1",
@@ -31,8 +32,6 @@ router = APIRouter(
     responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}},
 )
 
-#: Longest wait between two database checks of a long-poll, notification or not.
-RECHECK_SECONDS: Final = 1.0
 SIGNATURE_HEADER: Final = "X-Fleetcast-Signature"
 
 
@@ -110,10 +109,17 @@ async def next_update(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, state.settings.max_long_poll)
     public_url = state.settings.public_url
-    await devices.touch(session, device)
+    # Batched in memory: an idle poll writes nothing (see fleetcast.server.lastseen).
+    state.last_seen.seen(device.id, device.last_seen_at, None)
     async with state.notifier.subscribe(device.id) as subscription:
         while True:
-            offer = await updates.next_update(session, device, public_url=public_url)
+            offer = await updates.next_update(
+                session,
+                device,
+                public_url=public_url,
+                settings=state.settings,
+                on_delta_queued=state.deltas.nudge,
+            )
             await session.commit()  # never hold a transaction while waiting
             body, etag = _encode(offer)
             unchanged = _etag_matches(if_none_match, etag)
@@ -121,7 +127,7 @@ async def next_update(
             remaining = deadline - loop.time()
             if changed or remaining <= 0:
                 break
-            await subscription.wait(min(remaining, RECHECK_SECONDS))
+            await subscription.wait(min(remaining, state.notifier.recheck))
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
     if unchanged:
         return Response(status_code=304, headers=headers)
@@ -134,32 +140,92 @@ async def next_update(
     responses={
         200: {"content": {"application/octet-stream": {}}},
         206: {"description": "Partial content (Range)"},
+        307: {"description": "S3 blob store: fetch the bytes from this presigned URL"},
         404: {"model": ErrorResponse},
     },
 )
 async def download(
-    artifact_id: str, device: CurrentDevice, session: Session, state: State
-) -> FileResponse:
-    """The artifact file; ``Range`` and ``If-Range`` resume an interrupted download."""
-    return await artifact_file(session, state, artifact_id)
+    artifact_id: str, request: Request, device: CurrentDevice, session: Session, state: State
+) -> Response:
+    """The artifact file; ``Range`` and ``If-Range`` resume an interrupted download.
+
+    With an S3 blob store the answer is a 307 redirect to a short-lived
+    presigned URL; behind nginx with ``accel_redirect_prefix`` set, nginx
+    sends the file after this answer authorised the request.
+    """
+    response = await artifact_file(session, state, artifact_id)
+    artifact = await artifacts.get_artifact(session, artifact_id)
+    served = deltas.served_length(request.headers.get("range"), artifact.size)
+    await deltas.record_download(session, device, artifact_id, served)
+    return response
 
 
-async def artifact_file(session: Session, state: State, artifact_id: str) -> FileResponse:
+@router.get(
+    "/deltas/{delta_id}/download",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "Partial content (Range)"},
+        307: {"description": "S3 blob store: fetch the bytes from this presigned URL"},
+        404: {"model": ErrorResponse},
+    },
+)
+async def download_delta(
+    delta_id: str, request: Request, device: CurrentDevice, session: Session, state: State
+) -> Response:
+    """A delta named by an update offer (unsigned: the device checks what it rebuilds)."""
+    delta = await deltas.get_ready(session, delta_id)
+    assert delta.blob_key is not None and delta.size is not None
+    key, size, target_id = delta.blob_key, delta.size, delta.target_artifact_id
+    await deltas.record_download(
+        session, device, target_id, deltas.served_length(request.headers.get("range"), size)
+    )
+    filename = f"{delta_id}.delta"
+    presigned = state.blobs.presigned_url(key, filename=filename)
+    if presigned is not None:
+        return RedirectResponse(presigned, status_code=307, headers={"Cache-Control": "no-store"})
+    if not await state.blobs.exists(key):
+        raise NotFoundError(f"the file of delta {delta_id} is missing from the blob store")
+    return FileResponse(
+        state.blobs.path(key),
+        media_type="application/octet-stream",
+        filename=filename,
+        headers={"ETag": f'"{key}"'},
+    )
+
+
+async def artifact_file(session: Session, state: State, artifact_id: str) -> Response:
     """A ranged file response for an artifact (shared with the management API).
+
+    Three ways, by configuration: a redirect to a presigned object-store URL
+    (S3), an empty answer whose ``X-Accel-Redirect`` header makes nginx send
+    the local file, or the file itself from this process.
 
     Raises:
         NotFoundError: no such artifact, or its file is missing.
+        StorageUnavailableError: the object store cannot be reached.
     """
     artifact = await artifacts.get_artifact(session, artifact_id)
     await session.commit()
+    filename = f"{artifact.name}-{artifact.version}.fca"
+    presigned = state.blobs.presigned_url(artifact.blob_key, filename=filename)
+    if presigned is not None:
+        # Not cacheable: the URL expires, and the next request must be authorised again.
+        return RedirectResponse(presigned, status_code=307, headers={"Cache-Control": "no-store"})
+    # Content-addressed: the sha256 is a strong validator for If-Range.
+    headers = {"ETag": f'"{artifact.sha256}"'}
+    prefix = state.settings.accel_redirect_prefix
+    if prefix is not None:
+        headers["X-Accel-Redirect"] = f"{prefix}/{relative_path(artifact.blob_key)}"
+        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return Response(media_type="application/octet-stream", headers=headers)
     if not await state.blobs.exists(artifact.blob_key):
         raise NotFoundError(f"the file of artifact {artifact_id} is missing from the blob store")
     return FileResponse(
         state.blobs.path(artifact.blob_key),
         media_type="application/octet-stream",
-        filename=f"{artifact.name}-{artifact.version}.fca",
-        # Content-addressed: the sha256 is a strong validator for If-Range.
-        headers={"ETag": f'"{artifact.sha256}"'},
+        filename=filename,
+        headers=headers,
     )
 
 

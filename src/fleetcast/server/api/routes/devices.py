@@ -16,7 +16,10 @@ from fleetcast.server.api.schemas import (
     TagsIn,
 )
 from fleetcast.server.api.views import device_out, event_out
-from fleetcast.server.services import devices
+from fleetcast.server.compat import manage
+from fleetcast.server.errors import RequestInvalidError
+from fleetcast.server.services import devices, fleet
+from fleetcast.server.services.formats import DeviceKind
 from fleetcast.server.states import DeviceStatus
 
 router = APIRouter(
@@ -34,16 +37,33 @@ async def list_devices(
     device_type: str | None = None,
     tag: str | None = None,
     q: Annotated[str | None, Query(description="Substring of the identity or id.")] = None,
+    artifact_name: Annotated[str | None, Query(description="Installed artifact name.")] = None,
+    artifact_version: Annotated[
+        str | None, Query(description="Installed artifact version.")
+    ] = None,
+    attribute: Annotated[
+        list[str],
+        Query(description="KEY=VALUE an attribute must equal; repeat to require several."),
+    ] = [],  # noqa: B006  # FastAPI copies query defaults
+    online: Annotated[
+        bool | None, Query(description="Seen within `online_within` seconds (or not).")
+    ] = None,
+    online_within: Annotated[int, Query(ge=1, le=366 * 86400)] = fleet.ONLINE_WITHIN,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DevicePage:
-    """Devices matching the filters, newest first."""
+    """Devices matching every filter given, newest first."""
     rows, total = await devices.list_devices(
         session,
         status=status,
         device_type=device_type,
         tag=tag,
         q=q,
+        artifact_name=artifact_name,
+        artifact_version=artifact_version,
+        attributes=devices.parse_attribute_filters(attribute),
+        seen_since=fleet.online_cutoff(online_within),
+        online=online,
         limit=limit,
         offset=offset,
     )
@@ -52,7 +72,21 @@ async def list_devices(
 
 @router.post("/preauthorize", response_model=DeviceOut, status_code=201)
 async def preauthorize(body: PreauthorizeIn, session: Session) -> DeviceOut:
-    """Register a device's identity and key; it is accepted on first contact."""
+    """Register a device's identity and key; it is accepted on first contact.
+
+    ``kind`` ddi: identity ``{"controller_id": ...}`` and no key (set its
+    TargetToken with ``POST /devices/{id}/target-token``); mender: the
+    ``id_data`` identity and the device's public key.
+    """
+    if body.kind != "native":
+        device = await manage.preauthorize(
+            session, DeviceKind(body.kind), body.identity, body.public_key, body.device_type
+        )
+        return device_out(device)
+    if not body.public_key:
+        raise RequestInvalidError(
+            "a native device is preauthorized with its public key", details={"field": "public_key"}
+        )
     device = await devices.preauthorize(session, body.identity, body.public_key, body.device_type)
     return device_out(device)
 

@@ -1,0 +1,46 @@
+"""Idle check-ins write nothing; last-seen times are flushed in batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event, select
+
+from fleetcast.server.db.models import Device
+from tests.server.harness import Server
+
+
+async def test_idle_polls_do_not_write_and_a_flush_records_last_seen(server: Server) -> None:
+    devices = await server.fleet(3)
+    state = server.state
+    await state.last_seen.flush()  # logins recorded nothing here; start clean
+    writes: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE")):
+            writes.append(statement)
+
+    sync_engine = state.db.engine.sync_engine
+    event.listen(sync_engine, "before_cursor_execute", record)
+    try:
+        for _ in range(5):
+            for device in devices:
+                response = await device.next()
+                assert response.status_code == 200
+    finally:
+        event.remove(sync_engine, "before_cursor_execute", record)
+    assert writes == []
+    # Logging in stamped last_seen_at just now, so within the granularity
+    # nothing is even buffered: the flush has nothing to write.
+    assert state.last_seen.pending == 0
+
+    async with state.db.sessions() as session:
+        await session.execute(Device.__table__.update().values(last_seen_at=None))
+        await session.commit()
+    for device in devices:
+        await device.next()
+    assert state.last_seen.pending == 3
+    assert await state.last_seen.flush() == 3
+    async with state.db.sessions() as session:
+        seen = (await session.scalars(select(Device.last_seen_at))).all()
+    assert len(seen) == 3 and all(s is not None for s in seen)
