@@ -14,6 +14,15 @@ capped at ``--long-poll-devices`` (default 15,000) and says so.
 64 KiB artifact to every device on MQTT push: wall time, the server's peak
 memory (VmHWM; target under 1 GiB) and the database size.
 
+A "device" here is a virtual device (``fleetcast.sim.virtual``): its own
+key, token, ETag and installed version, and one coroutine, in one load
+generator process. Devices do not own connections: they borrow one from a
+keep-alive pool (raw asyncio HTTP/1.1, ``fleetcast.sim._http``) for each
+request, 512 connections for push fleets, one per device plus 64 for
+long-poll fleets (a waiting long-poll holds its connection). Every device's
+MQTT notices arrive on one subscription. The bench raises its open-files
+limit to the hard limit before it starts.
+
 The fleet is pre-provisioned: device rows are bulk-inserted and their
 tokens minted directly (100,000 ``/auth`` calls are setup, not what is
 measured). Server and fleet share the machine's two cores.
@@ -81,6 +90,8 @@ def run_fleet(
             mqtt_topic_prefix=topic,
             max_long_poll=600,
             engine_interval=0.5,
+            # Every virtual device signs in from loopback: no per-address limit.
+            auth_client_burst=0,
         )
         from fleetcast.server import prepare
 
@@ -171,6 +182,16 @@ def run_fleet(
     return result
 
 
+def raise_open_files_limit() -> int:
+    """Raise this process's open-files limit to the hard limit; return it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -182,7 +203,7 @@ def main() -> None:
         "--budget", type=float, default=900.0, help="seconds each run may take at most"
     )
     args = parser.parse_args()
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}; open files: {raise_open_files_limit():,}")
     if args.which == "wakeup":
         rows = []
         for label, push, count in (

@@ -93,7 +93,11 @@ def device_venv(path: Path) -> Path:
 def _dependencies(dist: str) -> list[str]:
     out, todo = [], [dist]
     while todo:
-        for req in metadata.requires(todo.pop()) or []:
+        try:
+            requires = metadata.requires(todo.pop()) or []
+        except metadata.PackageNotFoundError:
+            continue  # a dependency for other Pythons only (exceptiongroup on 3.11)
+        for req in requires:
             if "extra ==" in req:
                 continue
             name = re.split(r"[ ;<>=!~\[(]", req, maxsplit=1)[0]

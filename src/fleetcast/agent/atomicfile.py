@@ -11,15 +11,19 @@ simulated bootloader environment) is written the same way:
 4. ``fsync`` the directory, so the rename itself survives a power cut.
 
 A power cut at any line leaves either the old file or the new one, plus at
-worst a stray ``.tmp`` file that the next write replaces.
+worst a stray ``.tmp`` file that the next write replaces. Every step goes
+through :mod:`fleetcast.agent.durable`, so the power-cut tests can cut after
+each one of them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+from fleetcast.agent import durable
 from fleetcast.exceptions import DeviceStateError
 
 
@@ -30,15 +34,9 @@ def fsync_directory(directory: Path) -> None:
         DeviceStateError: the directory cannot be opened or synced.
     """
     try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError as e:
-        raise DeviceStateError(f"cannot open directory {directory} to sync it: {e}") from e
-    try:
-        os.fsync(fd)
+        durable.fsync_dir(directory)
     except OSError as e:
         raise DeviceStateError(f"cannot sync directory {directory}: {e}") from e
-    finally:
-        os.close(fd)
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
@@ -57,16 +55,41 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()  # a leftover from an earlier power cut
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+            durable.unlink(tmp)  # a leftover from an earlier power cut
+        fd = durable.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            durable.write_all(fd, data)
+            durable.fsync(fd)
+        finally:
+            durable.close(fd)
+        durable.replace(tmp, path)
     except OSError as e:
         raise DeviceStateError(f"cannot write {path}: {e}") from e
     fsync_directory(path.parent)
 
 
-__all__ = ["fsync_directory", "write_atomic"]
+def write_new_file(
+    path: Path, read: Callable[[int], bytes], *, mode: int, chunk: int = 64 * 1024
+) -> None:
+    """Create ``path``, fill it from ``read`` until it returns ``b""``, and fsync it.
+
+    The file must not exist yet (``O_EXCL``; a symbolic link is not followed)
+    and gets exactly ``mode``, whatever the umask. The caller syncs the
+    directory once all its new files are written.
+
+    Raises:
+        OSError: from the system calls (``FileExistsError``: ``path`` exists);
+            the caller knows what the file is and says so.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = durable.open_file(path, flags, 0o600)
+    try:
+        while data := read(chunk):
+            durable.write_all(fd, data)
+        os.fchmod(fd, mode)
+        durable.fsync(fd)
+    finally:
+        durable.close(fd)
+
+
+__all__ = ["fsync_directory", "write_atomic", "write_new_file"]

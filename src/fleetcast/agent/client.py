@@ -15,9 +15,18 @@ httpx exception is translated here, at the boundary, into the Fleetcast tree:
 
 Authentication is lazy: the first call that needs a token signs an
 ``AuthRequest`` (ed25519 over the exact body bytes, header
-``X-Fleetcast-Signature``). A 401 ``unauthorized`` (expired token) triggers one
-re-authentication and a retry. ``device_pending`` and ``device_rejected`` are
-raised to the runner, which waits or stops.
+``X-Fleetcast-Signature``). Tokens are short-lived: when less than a tenth of
+a token's lifetime is left, the next call signs in again first (the old token
+stays valid until it expires, so a failed renewal costs nothing). A 401
+``unauthorized`` (expired token) still triggers one re-authentication and a
+retry. ``device_pending`` and ``device_rejected`` are raised to the runner,
+which waits or stops. A 429 ``rate_limited`` (or a 503) is retried no sooner
+than its ``Retry-After`` says (at most ``limits.backoff_cap``).
+
+TLS: an ``https`` server is verified against ``ca_bundle`` when the
+configuration names one (a CA bundle or the server's own certificate: that
+and nothing else is trusted), otherwise against the system's trust store. A
+certificate that does not verify is a :class:`TransportError` saying so.
 
 :class:`HttpByteSource` serves artifact downloads with ``Range: bytes=N-``
 and ``If-Range`` so an interrupted download resumes, even after a reboot. A
@@ -30,6 +39,7 @@ from __future__ import annotations
 
 import json
 import random
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,6 +72,8 @@ _RETRY_STATUS: Final = frozenset({429, 500, 502, 503, 504})
 _REDIRECT_STATUS: Final = frozenset({301, 302, 303, 307, 308})
 #: Redirects a download may take (the server sends one, to a presigned URL).
 _MAX_REDIRECTS: Final = 3
+#: Sign in again when less than this fraction of the token's lifetime is left.
+RENEW_FRACTION: Final = 0.1
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,41 @@ def backoff_delay(attempt: int, *, base: float, cap: float, rng: Callable[[], fl
     hammering it in lockstep when it comes back.
     """
     return float(min(cap, base * 2.0 ** max(0, attempt - 1)) * (0.5 + rng() / 2))
+
+
+def tls_context(config: AgentConfig) -> ssl.SSLContext:
+    """The TLS verification the agent uses: ``ca_bundle`` if set, else the system's store.
+
+    A pinned file may hold a CA or the server's own certificate: partial
+    chains are accepted, so a leaf certificate in the bundle is a trust anchor.
+
+    Raises:
+        UsageError: ``ca_bundle`` is missing or holds no certificate.
+    """
+    if config.ca_bundle is None:
+        return ssl.create_default_context()
+    try:
+        context = ssl.create_default_context(cafile=str(config.ca_bundle))
+    except (OSError, ssl.SSLError) as e:
+        raise UsageError(f"ca_bundle {config.ca_bundle}: no usable certificate ({e})") from e
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return context
+
+
+def _cert_error(error: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind a connection error (httpx wraps it twice)."""
+    seen: BaseException | None = error
+    for _ in range(5):
+        if seen is None or isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """The ``Retry-After`` of an answer in seconds (the delta-seconds form), or None."""
+    value = response.headers.get("retry-after", "").strip()
+    return float(value) if value.isdigit() else None
 
 
 def _error_from(response: httpx.Response, body: bytes, what: str) -> ServerResponseError:
@@ -154,10 +201,15 @@ class DeviceClient:
         self._rng = rng
         self.device_id: str | None = None
         self._token: str | None = None
+        #: Wall-clock time from which the token is renewed, and when it expires.
+        self._renew_at = 0.0
+        self._expires_at = 0.0
+        verify = tls_context(config) if config.server_url.startswith("https://") else True
         try:
             self._http = httpx.Client(
                 base_url=config.server_url,
                 transport=transport,
+                verify=verify,
                 timeout=config.limits.request_timeout,
                 follow_redirects=False,
             )
@@ -194,6 +246,15 @@ class DeviceClient:
             raise UsageError(f"{what}: invalid URL: {e}") from e
         except httpx.TimeoutException as e:
             raise TransportError(f"{what}: timed out ({type(e).__name__})") from e
+        except httpx.ConnectError as e:
+            bad_cert = _cert_error(e)
+            if bad_cert is not None:
+                trusted = self.config.ca_bundle or "the system trust store"
+                raise TransportError(
+                    f"{what}: the server's TLS certificate does not verify against "
+                    f"{trusted}: {bad_cert.verify_message}"
+                ) from e
+            raise TransportError(f"{what}: {type(e).__name__}: {e}") from e
         except httpx.HTTPError as e:
             raise TransportError(f"{what}: {type(e).__name__}: {e}") from e
 
@@ -275,22 +336,37 @@ class DeviceClient:
                 attempt -= 1
                 continue
             if response.status_code in _RETRY_STATUS and attempt < self.limits.max_retries:
-                self._backoff(attempt)
+                self._backoff(attempt, retry_after_seconds(response))
                 continue
             raise error
 
-    def _backoff(self, attempt: int) -> None:
-        self._sleep(
-            backoff_delay(
-                attempt, base=self.limits.backoff_base, cap=self.limits.backoff_cap, rng=self._rng
-            )
+    def _backoff(self, attempt: int, retry_after: float | None = None) -> None:
+        delay = backoff_delay(
+            attempt, base=self.limits.backoff_base, cap=self.limits.backoff_cap, rng=self._rng
         )
+        if retry_after is not None:
+            # The server said when: not sooner, but never longer than the cap.
+            delay = max(delay, min(retry_after, self.limits.backoff_cap))
+        self._sleep(delay)
 
     def _ensure_token(self) -> str:
         if self._token is None:
             self.authenticate()
+        elif self._clock() >= self._renew_at:
+            self._renew()
         assert self._token is not None
         return self._token
+
+    def _renew(self) -> None:
+        """Sign in again before the token expires; keep the old one if that fails meanwhile."""
+        try:
+            self.authenticate()
+        except (TransportError, ServerResponseError) as e:
+            retryable = isinstance(e, TransportError) or (
+                isinstance(e, ServerResponseError) and e.status_code in _RETRY_STATUS
+            )
+            if not retryable or self._clock() >= self._expires_at:
+                raise
 
     # ------------------------------------------------------------------ endpoints
 
@@ -338,7 +414,7 @@ class DeviceClient:
             if response.status_code == 200:
                 break
             if response.status_code in _RETRY_STATUS and attempt < self.limits.max_retries:
-                self._backoff(attempt)
+                self._backoff(attempt, retry_after_seconds(response))
                 continue
             raise _error_from(response, data, f"POST {url}")
         try:
@@ -346,6 +422,9 @@ class DeviceClient:
         except (ValueError, RecursionError) as e:
             raise ValidationError(f"POST {url}: answer is not JSON") from e
         self.device_id, self._token = auth.device_id, auth.token
+        now = self._clock()
+        self._expires_at = now + auth.expires_in
+        self._renew_at = now + auth.expires_in * (1 - RENEW_FRACTION)
         return auth
 
     def send_inventory(self, inventory: Inventory) -> None:
@@ -440,7 +519,7 @@ class DeviceClient:
                 attempt -= 1
                 continue
             if response.status_code in _RETRY_STATUS and attempt < self.limits.max_retries:
-                self._backoff(attempt)
+                self._backoff(attempt, retry_after_seconds(response))
                 continue
             raise error
 
@@ -574,4 +653,6 @@ __all__ = [
     "HttpByteStream",
     "NextUpdate",
     "backoff_delay",
+    "retry_after_seconds",
+    "tls_context",
 ]

@@ -40,6 +40,11 @@ makes the agent subscribe to its check-in topic
 ``fleetcast``) and check in as soon as a notice arrives; with it, set
 ``long_poll = 0`` and a long ``poll_interval`` (say 3600) as the fallback.
 
+``ca_bundle`` (top level, optional) is a PEM file of the certificate
+authorities (or the server's own certificate) an ``https`` server must
+present a certificate from; only those are trusted. Without it an ``https``
+server is checked against the system's trust store.
+
 ``files_roots`` (top level, optional) restricts where ``files`` payloads
 may install: each payload's ``dest`` must lie strictly inside one of these
 absolute directories. Without it (the default) any absolute ``dest`` is
@@ -245,6 +250,7 @@ class AgentConfig:
     mqtt_topic_prefix: str = "fleetcast"
     installer: InstallerConfig = field(default_factory=InstallerConfig)
     modules: ModulesConfig = field(default_factory=ModulesConfig)
+    ca_bundle: Path | None = None
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -290,6 +296,7 @@ class AgentConfig:
             "mqtt_topic_prefix",
             "installer",
             "modules",
+            "ca_bundle",
         )
         server_url = top.string("server_url")
         if not server_url.startswith(("http://", "https://")):
@@ -365,6 +372,7 @@ class AgentConfig:
             mqtt_topic_prefix=mqtt_topic_prefix,
             installer=installer,
             modules=modules,
+            ca_bundle=top.opt_path("ca_bundle"),
         )
 
     def to_toml(self) -> str:
@@ -379,6 +387,8 @@ class AgentConfig:
         ]
         if self.enrollment_token is not None:
             lines.append(f"enrollment_token = {_q(self.enrollment_token)}")
+        if self.ca_bundle is not None:
+            lines.append(f"ca_bundle = {_q(str(self.ca_bundle))}")
         if self.files_roots:
             lines.append(f"files_roots = [{', '.join(_q(str(p)) for p in self.files_roots)}]")
         if self.mqtt_url is not None:

@@ -34,12 +34,12 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
-import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
+from fleetcast.agent import durable
 from fleetcast.agent.atomicfile import write_atomic
 from fleetcast.agent.slots import SlotContent
 from fleetcast.core.wire import StatusReport, UpdateOffer
@@ -302,7 +302,7 @@ class Journal:
         except (UnicodeDecodeError, ValueError, InvalidDataError) as e:
             self.problem = f"journal {self.path} is corrupt ({e}); it was moved aside"
             with contextlib.suppress(OSError):
-                os.replace(self.path, self.path.with_name(self.path.name + ".corrupt"))
+                durable.replace(self.path, self.path.with_name(self.path.name + ".corrupt"))
             return JournalState()
 
     def save(self, state: JournalState) -> None:

@@ -55,7 +55,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
-from fleetcast.agent.atomicfile import fsync_directory, write_atomic
+from fleetcast.agent import durable
+from fleetcast.agent.atomicfile import fsync_directory, write_atomic, write_new_file
 from fleetcast.agent.health import run_command
 from fleetcast.core.manifest import Manifest, Payload
 from fleetcast.exceptions import DeviceStateError, IncompatibleError
@@ -131,14 +132,8 @@ class ModuleTarget:
         try:
             (self.work_dir / "tmp").mkdir(mode=0o700, parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
-                self.payload_file.unlink()
-            fd = os.open(self.payload_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                while data := content.read(_COPY_CHUNK):
-                    out.write(data)
-                out.flush()
-                os.fchmod(out.fileno(), 0o400)
-                os.fsync(out.fileno())
+                durable.unlink(self.payload_file)
+            write_new_file(self.payload_file, content.read, mode=0o400, chunk=_COPY_CHUNK)
         except OSError as e:
             raise DeviceStateError(f"cannot write module payload {self.payload_file}: {e}") from e
         fsync_directory(self.work_dir)

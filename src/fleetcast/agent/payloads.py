@@ -47,7 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Final, Protocol, cast
 
-from fleetcast.agent.atomicfile import fsync_directory
+from fleetcast.agent import durable
+from fleetcast.agent.atomicfile import fsync_directory, write_new_file
 from fleetcast.agent.modules import MODULES_DIR, ModuleTarget
 from fleetcast.core.manifest import Manifest, Payload
 from fleetcast.exceptions import (
@@ -130,7 +131,7 @@ def _rmtree(path: Path) -> None:
 
 def _rename(src: Path, dst: Path) -> None:
     try:
-        src.rename(dst)
+        durable.replace(src, dst)
     except OSError as e:
         raise DeviceStateError(f"cannot rename {src} to {dst}: {e}") from e
 
@@ -354,19 +355,12 @@ def _make_parents(
 
 
 def _write_file(payload: str, member: tarfile.TarInfo, target: Path, source: Readable) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(target, flags, 0o600)
+        write_new_file(target, source.read, mode=member.mode & 0o777, chunk=_COPY_CHUNK)
     except FileExistsError as e:
         raise ArtifactFormatError(
             f"files payload {payload!r}: member {member.name!r} appears twice"
         ) from e
-    with os.fdopen(fd, "wb") as out:
-        while data := source.read(_COPY_CHUNK):
-            out.write(data)
-        out.flush()
-        os.fchmod(out.fileno(), member.mode & 0o777)
-        os.fsync(out.fileno())
     os.utime(target, (float(member.mtime), float(member.mtime)))
 
 
@@ -389,14 +383,8 @@ class ScriptTarget:
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
-            with os.fdopen(fd, "wb") as out:
-                while data := content.read(_COPY_CHUNK):
-                    out.write(data)
-                out.flush()
-                os.fchmod(out.fileno(), 0o700)
-                os.fsync(out.fileno())
+                durable.unlink(self.path)
+            write_new_file(self.path, content.read, mode=0o700, chunk=_COPY_CHUNK)
         except OSError as e:
             raise DeviceStateError(f"cannot write script {self.path}: {e}") from e
         fsync_directory(self.path.parent)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from fleetcast.agent import durable
 from fleetcast.agent.atomicfile import write_atomic
 from fleetcast.exceptions import DeviceStateError
 
@@ -54,7 +55,7 @@ class SlotWriter:
         self.path = path
         self.position = offset
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+            self._fd = durable.open_file(path, os.O_WRONLY | os.O_CREAT, 0o644)
         except OSError as e:
             raise DeviceStateError(f"cannot open slot {path} for writing: {e}") from e
         try:
@@ -67,10 +68,10 @@ class SlotWriter:
                     )
             os.lseek(self._fd, offset, os.SEEK_SET)
         except OSError as e:
-            os.close(self._fd)
+            durable.close(self._fd)
             raise DeviceStateError(f"cannot seek slot {path} to {offset}: {e}") from e
         except DeviceStateError:
-            os.close(self._fd)
+            durable.close(self._fd)
             raise
 
     def write(self, data: bytes) -> None:
@@ -79,12 +80,8 @@ class SlotWriter:
         Raises:
             DeviceStateError: an I/O error (disk full, device gone).
         """
-        view = memoryview(data)
         try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
-                self.position += written
+            self.position += durable.write_all(self._fd, data)
         except OSError as e:
             raise DeviceStateError(f"cannot write slot {self.path}: {e}") from e
 
@@ -95,7 +92,7 @@ class SlotWriter:
             DeviceStateError: the flush failed.
         """
         try:
-            os.fsync(self._fd)
+            durable.fsync(self._fd)
         except OSError as e:
             raise DeviceStateError(f"cannot sync slot {self.path}: {e}") from e
 
@@ -107,13 +104,13 @@ class SlotWriter:
         """
         if not self.is_block_device:
             try:
-                os.ftruncate(self._fd, size)
+                durable.truncate(self._fd, size)
             except OSError as e:
                 raise DeviceStateError(f"cannot truncate slot {self.path}: {e}") from e
         self.sync()
 
     def close(self) -> None:
-        os.close(self._fd)
+        durable.close(self._fd)
 
     def __enter__(self) -> SlotWriter:
         return self

@@ -69,6 +69,13 @@ def server(
     tls_key: Annotated[
         Path | None, typer.Option(help="The private key of --tls-cert (PEM).")
     ] = None,
+    dev_tls: Annotated[
+        bool,
+        typer.Option(
+            help="Serve HTTPS with a self-signed CA and certificate created once in "
+            "--data-dir/tls (for trying it out; agents pin its ca.pem with ca_bundle)."
+        ),
+    ] = False,
 ) -> None:
     """Run the update server (zero-config: SQLite and a blob directory under --data-dir).
 
@@ -97,6 +104,16 @@ def server(
         raise UsageError(f"invalid server option: {e}") from e
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("give both --tls-cert and --tls-key, or neither")
+    if dev_tls:
+        if tls_cert is not None:
+            raise UsageError("give --dev-tls or --tls-cert/--tls-key, not both")
+        from fleetcast.server.devtls import ensure_dev_tls
+
+        files = ensure_dev_tls(data_dir / "tls", host)
+        tls_cert, tls_key = files.server_cert, files.server_key
+        console.print(
+            f"Development TLS (self-signed): agents set ca_bundle = {files.ca_cert.resolve()}"
+        )
     tls: dict[str, Any] = (
         {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key)} if tls_cert else {}
     )

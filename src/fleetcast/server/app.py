@@ -20,10 +20,12 @@ from sqlalchemy.exc import DBAPIError
 import fleetcast
 from fleetcast.core.signing import public_key_from_pem
 from fleetcast.exceptions import UsageError, ValidationError
+from fleetcast.server.answers import AnswerCache
 from fleetcast.server.api.errors import install_error_handlers
 from fleetcast.server.api.routes import (
     api_tokens,
     artifacts,
+    audit,
     deployments,
     device,
     devices,
@@ -37,6 +39,7 @@ from fleetcast.server.db import migrate
 from fleetcast.server.db.engine import Database
 from fleetcast.server.lastseen import LastSeen
 from fleetcast.server.notify import LocalNotifier, Notifier
+from fleetcast.server.ratelimit import AuthRateLimits, TokenBuckets
 from fleetcast.server.rollout.engine import RolloutEngine
 from fleetcast.server.runtime import ServerState
 from fleetcast.server.services import credentials
@@ -129,6 +132,13 @@ def create_app(settings: Settings) -> FastAPI:
             engine = RolloutEngine(db, notifier, interval=settings.engine_interval)
             last_seen = LastSeen(db, interval=settings.last_seen_flush_interval)
             delta_worker = DeltaWorker(db, blobs, settings)
+            # Without a notifier shared by every process (several SQLite workers),
+            # a process would not hear of changes made by another: no cache.
+            shared = db.dialect == "postgresql" or settings.workers == 1
+            answers = AnswerCache(
+                size=settings.idle_cache_size if shared else 0, ttl=settings.idle_cache_ttl
+            )
+            notifier.add_listener(answers.invalidate)
             app.state.fleetcast = ServerState(
                 settings=settings,
                 db=db,
@@ -139,10 +149,19 @@ def create_app(settings: Settings) -> FastAPI:
                     signer=signer,
                     token_ttl=settings.device_token_ttl,
                     clock_skew=settings.auth_clock_skew,
+                    rate_limits=AuthRateLimits(
+                        per_client=TokenBuckets(
+                            settings.auth_client_burst, settings.auth_client_per_minute
+                        ),
+                        per_identity=TokenBuckets(
+                            settings.auth_identity_burst, settings.auth_identity_per_minute
+                        ),
+                    ),
                 ),
                 trusted_keys=trusted_keys,
                 last_seen=last_seen,
                 deltas=delta_worker,
+                answers=answers,
             )
             tasks = [
                 asyncio.create_task(engine.run(), name="fleetcast-rollout-engine"),
@@ -169,7 +188,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (device, devices, artifacts, deployments, tokens, api_tokens, fleet):
+    for module in (device, devices, artifacts, deployments, tokens, api_tokens, fleet, audit):
         app.include_router(module.router)
     # Compatibility APIs for existing fleets (hawkBit DDI, Mender) and their management.
     for compat in (manage, mender, ddi):

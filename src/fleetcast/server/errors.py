@@ -20,6 +20,7 @@ tree drawn in ``fleetcast/exceptions.py`` still holds::
         │   └── StaleRequestError          401 stale_request
         ├── ForbiddenError             403 forbidden
         ├── DeviceRejectedError        403 device_rejected
+        ├── RateLimitedError           429 rate_limited (Retry-After)
         ├── StorageUnavailableError    503 storage_unavailable
         └── InsufficientStorageError   507 insufficient_storage
 
@@ -43,6 +44,8 @@ class ServerError(ApiError):
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message, status_code=self.default_status, code=self.default_code)
         self.details = details
+        #: Extra response headers (``Retry-After``).
+        self.headers: dict[str, str] = {}
 
 
 class NotFoundError(ServerError):
@@ -135,6 +138,17 @@ class DeviceRejectedError(ServerError):
     default_status, default_code = 403, "device_rejected"
 
 
+class RateLimitedError(ServerError):
+    """Too many attempts (device authentication); ``Retry-After`` says when to try again."""
+
+    default_status, default_code = 429, "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message, details={"retry_after": retry_after})
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}
+
+
 class StorageUnavailableError(ServerError):
     """The blob store (S3) cannot be reached or refused the operation; try again later."""
 
@@ -159,6 +173,7 @@ __all__ = [
     "InvalidArtifactError",
     "KeyMismatchError",
     "NotFoundError",
+    "RateLimitedError",
     "RequestInvalidError",
     "ServerError",
     "StaleRequestError",

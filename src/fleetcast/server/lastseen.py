@@ -41,12 +41,18 @@ class LastSeen:
         self._interval = interval
         self._pending: dict[str, dt.datetime] = {}
 
-    def seen(self, device_id: str, previous: dt.datetime | None, now: dt.datetime | None) -> None:
-        """Record a check-in; ``previous`` is the stored last-seen time (None: never)."""
+    def seen(
+        self, device_id: str, previous: dt.datetime | None, now: dt.datetime | None
+    ) -> dt.datetime | None:
+        """Record a check-in; ``previous`` is the stored last-seen time (None: never).
+
+        Returns the time recorded, or None when ``previous`` is recent enough.
+        """
         moment = now or utcnow()
         if previous is not None and moment - previous < LAST_SEEN_GRANULARITY:
-            return
+            return None
         self._pending[device_id] = moment
+        return moment
 
     @property
     def pending(self) -> int:

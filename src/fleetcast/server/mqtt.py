@@ -28,7 +28,7 @@ from typing import Final
 import aiomqtt
 
 from fleetcast.core.push import CHECK_IN_PAYLOAD, BrokerAddress, device_topic
-from fleetcast.server.notify import Notifier, Subscription
+from fleetcast.server.notify import Listener, Notifier, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +116,14 @@ class MqttNotifier:
         self.publisher = publisher
         self.recheck = inner.recheck
 
-    def notify(self, device_ids: Iterable[str]) -> None:
+    def notify(self, device_ids: Iterable[str], *, push: bool = True) -> None:
         ids = list(device_ids)
         self.inner.notify(ids)
-        self.publisher.publish(ids)
+        if push:
+            self.publisher.publish(ids)
+
+    def add_listener(self, listener: Listener) -> None:
+        self.inner.add_listener(listener)
 
     def subscribe(self, device_id: str) -> AbstractAsyncContextManager[Subscription]:
         return self.inner.subscribe(device_id)

@@ -12,15 +12,23 @@ its re-check is only a safety net. Several processes on PostgreSQL use
 :class:`fleetcast.server.pgnotify.PgNotifier` (``LISTEN/NOTIFY``), and
 :class:`fleetcast.server.mqtt.MqttNotifier` also pushes a "check in now"
 notice to devices over MQTT.
+
+Listeners added with :meth:`Notifier.add_listener` see every device id a
+notification names, whether it was sent by this process or another one, and
+``None`` when notifications may have been missed (the per-process answer
+cache of :mod:`fleetcast.server.answers` forgets on both).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
+
+#: Called with the device ids of a notification, or None for "every device".
+Listener = Callable[[list[str] | None], None]
 
 
 class Subscription:
@@ -53,8 +61,16 @@ class Notifier(Protocol):
 
     recheck: float
 
-    def notify(self, device_ids: Iterable[str]) -> None:
-        """Wake every subscription of these devices."""
+    def notify(self, device_ids: Iterable[str], *, push: bool = True) -> None:
+        """Wake every subscription of these devices, in every process.
+
+        ``push=False``: the change concerns the server's view only (a status
+        report, an operator's decision), so no MQTT notice goes to the device.
+        """
+        ...
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` for every notification (see the module docstring)."""
         ...
 
     def subscribe(self, device_id: str) -> AbstractAsyncContextManager[Subscription]:
@@ -68,15 +84,27 @@ class LocalNotifier:
     def __init__(self, *, recheck: float = 1.0) -> None:
         self.recheck = recheck
         self._waiters: defaultdict[str, set[Subscription]] = defaultdict(set)
+        self._listeners: list[Listener] = []
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
 
     def wake_all(self) -> None:
         """Wake every subscription (after notifications may have been missed)."""
+        for listener in self._listeners:
+            listener(None)
         for subscriptions in self._waiters.values():
             for subscription in subscriptions:
                 subscription.wake()
 
-    def notify(self, device_ids: Iterable[str]) -> None:
-        for device_id in device_ids:
+    def notify(self, device_ids: Iterable[str], *, push: bool = True) -> None:
+        ids = list(device_ids)
+        if not ids:
+            return
+        # Listeners first: a woken request must not find a stale cached answer.
+        for listener in self._listeners:
+            listener(ids)
+        for device_id in ids:
             for subscription in self._waiters.get(device_id, ()):
                 subscription.wake()
 

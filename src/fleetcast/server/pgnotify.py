@@ -25,7 +25,7 @@ from typing import Final
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.engine import make_url
 
-from fleetcast.server.notify import LocalNotifier, Subscription
+from fleetcast.server.notify import Listener, LocalNotifier, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +78,14 @@ class PgNotifier:
         """How many devices wait in this process."""
         return self._local.waiting
 
-    def notify(self, device_ids: Iterable[str]) -> None:
+    def notify(self, device_ids: Iterable[str], *, push: bool = True) -> None:
         ids = list(device_ids)
         if ids:
             self._local.notify(ids)
             self._queue.put_nowait(ids)
+
+    def add_listener(self, listener: Listener) -> None:
+        self._local.add_listener(listener)
 
     def subscribe(self, device_id: str) -> AbstractAsyncContextManager[Subscription]:
         return self._local.subscribe(device_id)

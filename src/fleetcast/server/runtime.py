@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from fleetcast.server.answers import AnswerCache
 from fleetcast.server.blobs import BlobStore
 from fleetcast.server.db.engine import Database
 from fleetcast.server.lastseen import LastSeen
@@ -31,3 +32,4 @@ class ServerState:
     trusted_keys: list[Ed25519PublicKey]
     last_seen: LastSeen
     deltas: DeltaWorker
+    answers: AnswerCache

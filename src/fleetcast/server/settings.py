@@ -27,6 +27,13 @@ class Settings(BaseSettings):
             uploaded artifact must be signed by one of them.
         engine_interval: Seconds between two rollout-engine ticks.
         max_long_poll: Longest ``wait`` a device may ask for on ``/next``.
+        auth_identity_burst: Authentication attempts one device identity may
+            make at once (``POST /auth``); then ``auth_identity_per_minute``.
+            0 turns the limit off.
+        auth_identity_per_minute: Attempts one identity gets back per minute.
+        auth_client_burst: Authentication attempts one client address may make
+            at once (devices behind one NAT share it); 0 turns the limit off.
+        auth_client_per_minute: Attempts one address gets back per minute.
         auth_clock_skew: Largest accepted distance between a device's auth
             timestamp and the server clock, in seconds.
         public_url: Base URL put in front of download links; relative links when unset.
@@ -46,6 +53,11 @@ class Settings(BaseSettings):
         mqtt_topic_prefix: Topics are ``{prefix}/devices/{device_id}/check-in``.
         last_seen_flush_interval: Seconds between two batched writes of
             devices' last-seen times (idle polls do not write).
+        idle_cache_size: Devices each process remembers as accepted and idle,
+            so their unchanged ``/next`` is answered without the database
+            (``fleetcast.server.answers``); 0 turns it off.
+        idle_cache_ttl: Seconds such an entry is trusted; notifications drop it
+            at once, this bounds a missed one.
         ddi_tenant: The hawkBit tenant in DDI paths (``/{tenant}/controller/v1/...``),
             compared without regard to case.
         ddi_gateway_token: hawkBit ``GatewayToken`` (at least 16 characters): a
@@ -79,6 +91,10 @@ class Settings(BaseSettings):
     engine_interval: float = Field(default=1.0, gt=0)
     max_long_poll: int = Field(default=60, ge=0)
     auth_clock_skew: int = Field(default=300, ge=0)
+    auth_identity_burst: int = Field(default=10, ge=0)
+    auth_identity_per_minute: float = Field(default=6.0, gt=0)
+    auth_client_burst: int = Field(default=1000, ge=0)
+    auth_client_per_minute: float = Field(default=6000.0, gt=0)
     public_url: str | None = None
     max_artifact_size: int = Field(default=8 * 1024**3, gt=0)
     workers: int = Field(default=1, ge=1)
@@ -90,6 +106,8 @@ class Settings(BaseSettings):
     mqtt_url: str | None = None
     mqtt_topic_prefix: str = "fleetcast"
     last_seen_flush_interval: float = Field(default=10.0, gt=0)
+    idle_cache_size: int = Field(default=200_000, ge=0)
+    idle_cache_ttl: float = Field(default=30.0, ge=0)
 
     ddi_tenant: str = Field(default="default", min_length=1, max_length=64)
     ddi_gateway_token: str | None = Field(default=None, min_length=16, repr=False)

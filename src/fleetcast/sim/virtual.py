@@ -17,10 +17,15 @@ The :class:`FleetMix` says which share of devices fail their health check
 install), or use push instead of long-polling. The share is applied by a
 seeded random draw, so a run is repeatable.
 
-HTTP goes through a few httpx clients whose pools together hold at most
-``connections`` connections: a long-polling device holds one for as long as
-it waits, so long-poll fleets need one per device (and as many file
-descriptors); push fleets only need enough for the check-in burst. With
+A virtual device is its state (keys, token, ETag, installed version) and
+one coroutine; it owns no connection. HTTP goes through one lean keep-alive
+pool (:mod:`fleetcast.sim._http`, raw asyncio streams: httpx's pool
+bookkeeping made the load generator, not the server, the bottleneck at
+100,000 devices) of at most ``connections`` connections, which devices
+borrow one request at a time. A long-polling device holds one for as long
+as it waits, so long-poll fleets need one per device (and as many file
+descriptors, on both sides); push fleets only need enough for the check-in
+burst. With
 MQTT, one subscription to ``{prefix}/devices/+/check-in`` carries every
 virtual device's notices (a real fleet has one broker connection per
 device; the broker's per-connection cost is not simulated).
@@ -32,19 +37,21 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import json as _json
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urljoin
 
-import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleetcast.core.push import BrokerAddress
 from fleetcast.core.signing import public_key_to_pem
 from fleetcast.core.wire import AuthRequest, Inventory, UpdateOffer
 from fleetcast.exceptions import UsageError
+from fleetcast.sim._http import HttpError, Pool, Reply
 
 API: Final = "/api/device/v1"
 #: Retries of one request (with backoff) before the device gives up on this cycle.
@@ -92,6 +99,35 @@ class FleetStats:
     push_notices: int = 0
     offered_at: dict[str, float] = field(default_factory=dict)
     finished_at: dict[str, float] = field(default_factory=dict)
+
+
+#: Redirects a download follows at most (like the agent: S3 presigned URLs, mirrors).
+MAX_REDIRECTS: Final = 3
+
+
+async def _get_following(
+    pool: Pool, url: str, headers: dict[str, str], sink: Callable[[bytes], Any]
+) -> Reply:
+    """GET ``url`` into ``sink``, following redirects; the token stays with our server."""
+    target, own = url, True
+    for _ in range(MAX_REDIRECTS + 1):
+        if pool.path_of(target) is not None:
+            response = await pool.request("GET", target, headers=headers, sink=sink)
+        else:
+            own = False
+            other = Pool(target, connections=1, timeout=pool.timeout)
+            try:
+                response = await other.request("GET", target, headers=headers, sink=sink)
+            finally:
+                await other.close()
+        location = response.headers.get("location")
+        if response.status_code not in (301, 302, 303, 307, 308) or not location:
+            return response
+        target = urljoin(target if not target.startswith("/") else pool.base_url + target, location)
+        if own:
+            headers = {k: v for k, v in headers.items() if k != "Authorization"}
+            own = False
+    raise HttpError(f"more than {MAX_REDIRECTS} redirects from {url}")
 
 
 @dataclass
@@ -191,7 +227,7 @@ class VirtualFleet:
                 device.device_id, device.token = tokens[serial]
             self.devices.append(device)
         self._by_id: dict[str, VirtualDevice] = {}
-        self._clients: list[httpx.AsyncClient] = []
+        self._pool: Pool | None = None
         self._stop = asyncio.Event()
 
     def public_keys(self) -> dict[str, str]:
@@ -205,14 +241,9 @@ class VirtualFleet:
         self, *, duration: float, until: Callable[[FleetStats], bool] | None = None
     ) -> FleetStats:
         """Run every device until ``duration`` seconds passed or ``until(stats)`` holds."""
-        shards = max(1, min(64, self.connections // 64))
-        per_shard = max(1, self.connections // shards)
-        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
-        timeout = httpx.Timeout(30.0 + self.long_poll, connect=30.0, pool=None)
-        self._clients = [
-            httpx.AsyncClient(base_url=self.server_url, limits=limits, timeout=timeout)
-            for _ in range(shards)
-        ]
+        pool = self._pool = Pool(
+            self.server_url, connections=self.connections, timeout=30.0 + self.long_poll
+        )
         for device in self.devices:
             if device.device_id is not None:
                 self._by_id[device.device_id] = device
@@ -232,17 +263,14 @@ class VirtualFleet:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for client in self._clients:
-                await client.aclose()
+            await pool.close()
         return self.stats
 
     # ------------------------------------------------------------------ one device
 
-    def _client(self, index: int) -> httpx.AsyncClient:
-        return self._clients[index % len(self._clients)]
-
     async def _live(self, index: int, device: VirtualDevice) -> None:
-        client = self._client(index)
+        assert self._pool is not None
+        client = self._pool
         # Spread the first contacts over a second so they do not all arrive at once.
         await asyncio.sleep(random.random())
         while not self._stop.is_set():
@@ -258,21 +286,27 @@ class VirtualFleet:
 
     async def _request(
         self,
-        client: httpx.AsyncClient,
+        client: Pool,
         device: VirtualDevice,
         method: str,
         path: str,
         *,
         ok: tuple[int, ...] = (200, 204),
-        **kwargs: Any,
-    ) -> httpx.Response:
+        headers: dict[str, str] | None = None,
+        content: bytes = b"",
+        json: Any = None,
+    ) -> Reply:
+        headers = dict(headers or {})
+        if json is not None:
+            content = _json.dumps(json).encode()
+            headers["Content-Type"] = "application/json"
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            headers = dict(kwargs.pop("headers", {}) or {})
             if device.token is not None and path != "/auth":
                 headers["Authorization"] = f"Bearer {device.token}"
+            response: Reply | None
             try:
-                response = await client.request(method, API + path, headers=headers, **kwargs)
-            except httpx.HTTPError:
+                response = await client.request(method, API + path, headers=headers, body=content)
+            except HttpError:
                 response = None
             if response is not None and response.status_code in ok:
                 return response
@@ -281,11 +315,10 @@ class VirtualFleet:
                 raise DeviceGaveUpError(path)
             if response is not None and response.status_code < 500 and response.status_code != 429:
                 raise DeviceGaveUpError(f"{method} {path}: {response.status_code}")
-            kwargs["headers"] = headers
             await asyncio.sleep(min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.0))
         raise DeviceGaveUpError(f"{method} {path}: giving up")
 
-    async def _auth(self, client: httpx.AsyncClient, device: VirtualDevice) -> None:
+    async def _auth(self, client: Pool, device: VirtualDevice) -> None:
         body = json.dumps(
             AuthRequest(
                 identity={"serial": device.serial},
@@ -306,7 +339,7 @@ class VirtualFleet:
         device.device_id, device.token = answer["device_id"], answer["token"]
         self._by_id[answer["device_id"]] = device
 
-    async def _inventory(self, client: httpx.AsyncClient, device: VirtualDevice) -> None:
+    async def _inventory(self, client: Pool, device: VirtualDevice) -> None:
         inventory = Inventory(
             device_type=self.device_type,
             artifact_name=self.artifact_name,
@@ -315,7 +348,7 @@ class VirtualFleet:
         )
         await self._request(client, device, "PUT", "/inventory", json=inventory.to_dict())
 
-    async def _cycle(self, client: httpx.AsyncClient, device: VirtualDevice) -> bool:
+    async def _cycle(self, client: Pool, device: VirtualDevice) -> bool:
         """One check-in (and the update it offers); False when the device is done."""
         started = time.monotonic()
         wait = 0 if device.push else self.long_poll
@@ -350,7 +383,7 @@ class VirtualFleet:
 
     async def _report(
         self,
-        client: httpx.AsyncClient,
+        client: Pool,
         device: VirtualDevice,
         deployment: str,
         status: str,
@@ -376,9 +409,7 @@ class VirtualFleet:
             return False
         return True
 
-    async def _update(
-        self, client: httpx.AsyncClient, device: VirtualDevice, offer: UpdateOffer
-    ) -> None:
+    async def _update(self, client: Pool, device: VirtualDevice, offer: UpdateOffer) -> None:
         deployment = offer.deployment_id
         if not await self._report(client, device, deployment, "downloading"):
             return
@@ -406,37 +437,39 @@ class VirtualFleet:
         self.stats.finished_at[device.serial] = time.monotonic()
         await self._inventory(client, device)
 
-    async def _download(
-        self, client: httpx.AsyncClient, device: VirtualDevice, offer: UpdateOffer
-    ) -> None:
+    async def _download(self, client: Pool, device: VirtualDevice, offer: UpdateOffer) -> None:
         """Read every byte of the artifact (resuming with Range after going offline)."""
         url = offer.download_url
         size = offer.artifact_size
         offset = 0
         went_offline = False
         for _attempt in range(MAX_ATTEMPTS):
+            progress: dict[str, Any] = {"offset": offset, "offline": went_offline}
+
+            async def sink(chunk: bytes, progress: dict[str, Any] = progress) -> bool:
+                progress["offset"] += len(chunk)
+                self.stats.bytes_downloaded += len(chunk)
+                if device.slow:
+                    await asyncio.sleep(self.slow_seconds * len(chunk) / max(size, 1))
+                if device.offline and not progress["offline"] and progress["offset"] >= size // 2:
+                    progress["offline"] = True
+                    return False
+                return True
+
             headers = {"Authorization": f"Bearer {device.token}"}
             if offset:
                 headers["Range"] = f"bytes={offset}-"
             try:
-                async with client.stream(
-                    "GET", url, headers=headers, follow_redirects=True
-                ) as response:
-                    if response.status_code not in (200, 206):
-                        raise DeviceGaveUpError(f"download: {response.status_code}")
-                    if response.status_code == 200:
-                        offset = 0
-                    async for chunk in response.aiter_bytes(256 * 1024):
-                        offset += len(chunk)
-                        self.stats.bytes_downloaded += len(chunk)
-                        if device.slow:
-                            await asyncio.sleep(self.slow_seconds * len(chunk) / max(size, 1))
-                        if device.offline and not went_offline and offset >= size // 2:
-                            went_offline = True
-                            break
-            except httpx.HTTPError:
+                response = await _get_following(client, url, headers, sink)
+            except HttpError:
                 await asyncio.sleep(random.uniform(0.5, 2.0))
                 continue
+            if response.status_code not in (200, 206):
+                raise DeviceGaveUpError(f"download: {response.status_code}")
+            if response.status_code == 200:
+                # A full answer although a range was asked: it started at 0.
+                progress["offset"] -= offset
+            offset, went_offline = progress["offset"], progress["offline"]
             if offset >= size:
                 return
             await asyncio.sleep(self.offline_seconds)

@@ -23,6 +23,7 @@ TABLES = {
     "device_events",
     "ddi_actions",
     "deltas",
+    "audit_events",
 }
 
 

@@ -21,6 +21,7 @@ import os
 import shutil
 from pathlib import Path
 
+from fleetcast.agent import durable
 from fleetcast.agent.atomicfile import fsync_directory
 from fleetcast.agent.bootloaders.counter import (
     CounterBootloader,
@@ -93,12 +94,12 @@ class GrubEnv:
                 tmp.unlink()
             raise DeviceStateError(f"cannot write the {self.where}: {result.describe()}")
         try:
-            fd = os.open(tmp, os.O_RDONLY)
+            fd = durable.open_file(tmp, os.O_RDONLY)
             try:
-                os.fsync(fd)
+                durable.fsync(fd)
             finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
+                durable.close(fd)
+            durable.replace(tmp, self.path)
         except OSError as e:
             raise DeviceStateError(f"cannot replace the {self.where}: {e}") from e
         fsync_directory(self.path.parent)

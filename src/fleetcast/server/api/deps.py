@@ -43,7 +43,7 @@ Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 #: Methods a read-only token may use: the management API changes nothing on them.
-_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def current_admin(
@@ -59,7 +59,7 @@ async def current_admin(
     token = await check_admin_token(session, credentials.credentials if credentials else None)
     # End the read transaction now: the route opens its own.
     await session.commit()
-    if request.method not in _READ_METHODS:
+    if request.method not in READ_METHODS:
         require_scope(token, TokenScope.OPERATOR)
     return token
 
@@ -90,3 +90,13 @@ async def current_device(
 
 
 CurrentDevice = Annotated[Device, Depends(current_device, scope="function")]
+
+
+def device_bearer(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_device_bearer)],
+) -> str | None:
+    """The raw device token of the request, not checked yet (for ``/next``'s idle path)."""
+    return credentials.credentials if credentials else None
+
+
+DeviceBearer = Annotated[str | None, Depends(device_bearer)]

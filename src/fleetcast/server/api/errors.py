@@ -53,7 +53,9 @@ def error_response(
 
 async def _server_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServerError)
-    return error_response(exc.status_code, exc.code, str(exc), exc.details)
+    return error_response(
+        exc.status_code, exc.code, str(exc), exc.details, headers=exc.headers or None
+    )
 
 
 async def _invalid_data(_request: Request, exc: Exception) -> JSONResponse:

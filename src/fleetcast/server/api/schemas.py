@@ -380,3 +380,25 @@ class NewTokenOut(TokenOut):
 
 class TokenList(BaseModel):
     items: list[TokenOut]
+
+
+class AuditEventOut(BaseModel):
+    """One management action: who, what, when, and how it ended."""
+
+    id: int
+    at: dt.datetime
+    actor_id: str = Field(description="The API token's id.")
+    actor_name: str = Field(description="The API token's name when it acted.")
+    client: str | None = Field(description="The client's address, as the server saw it.")
+    action: str = Field(description="<resource>.<action>, e.g. devices.accept.")
+    target_id: str | None
+    details: dict[str, Any] = Field(description="The request, secrets redacted.")
+    outcome: str = Field(description="ok, or the error code of the answer.")
+    status_code: int
+
+
+class AuditEventList(BaseModel):
+    items: list[AuditEventOut]
+    next_before: int | None = Field(
+        description="Pass as `before` for the next (older) page; null on the last page."
+    )

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleetcast.server.api.audit import audit_trail
 from fleetcast.server.api.deps import Session, current_admin
 from fleetcast.server.api.schemas import ErrorResponse
 from fleetcast.server.compat.identity import identity_hash, new_compat_device
@@ -117,7 +118,10 @@ class TargetTokenOut(BaseModel):
 router = APIRouter(
     prefix="/api/v1/devices",
     tags=["devices"],
-    dependencies=[Depends(current_admin, scope="function")],
+    dependencies=[
+        Depends(current_admin, scope="function"),
+        Depends(audit_trail, scope="function"),
+    ],
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 

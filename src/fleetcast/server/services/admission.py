@@ -2,6 +2,8 @@
 
 ``POST /auth`` workflow:
 
+0. the caller's address and the identity must be within their budget of
+   attempts (a token bucket each, in this process: 429 ``rate_limited``);
 1. the body names the identity, device type and public key; the header
    ``X-Fleetcast-Signature`` signs the exact body bytes with that key, which
    proves possession of it;
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
 from sqlalchemy import select
@@ -37,6 +39,7 @@ from fleetcast.server.errors import (
     StaleRequestError,
     UnauthorizedError,
 )
+from fleetcast.server.ratelimit import AuthRateLimits
 from fleetcast.server.services.credentials import DeviceTokenSigner, find_enrollment_token
 from fleetcast.server.services.devices import add_event, apply_tags, identity_key, new_device
 from fleetcast.server.states import DeviceStatus
@@ -49,6 +52,7 @@ class AdmissionPolicy:
     signer: DeviceTokenSigner
     token_ttl: int
     clock_skew: int
+    rate_limits: AuthRateLimits = field(default_factory=AuthRateLimits)
 
 
 def _check_signature(public_key_pem: str, body: bytes, signature_hex: str | None) -> None:
@@ -76,11 +80,16 @@ async def authenticate(
     signature_hex: str | None,
     policy: AdmissionPolicy,
     *,
+    client: str | None = None,
     now: float | None = None,
 ) -> AuthResponse:
     """Admit a device or say why not.
 
+    ``client`` (the caller's address) and the identity each have a budget of
+    attempts (``policy.rate_limits``), checked before any signature work.
+
     Raises:
+        RateLimitedError: too many attempts from this address or for this identity.
         ValidationError: the body or its public key is malformed.
         BadSignatureError: signature missing or invalid.
         StaleRequestError: timestamp outside the allowed clock skew.
@@ -88,10 +97,13 @@ async def authenticate(
         DevicePendingError: waiting for an operator.
         DeviceRejectedError: rejected or decommissioned.
     """
+    policy.rate_limits.check_client(client)
     try:
         request = AuthRequest.from_dict(json.loads(body))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValidationError(f"auth request is not JSON: {e}") from e
+    _, identity_hash = identity_key(request.identity)
+    policy.rate_limits.check_identity(identity_hash)
     _check_signature(request.public_key, body, signature_hex)
     clock = now if now is not None else time.time()
     if abs(request.timestamp - clock) > policy.clock_skew:
@@ -100,7 +112,6 @@ async def authenticate(
             f"server clock ({int(clock)}); check the device clock",
             details={"server_time": int(clock)},
         )
-    _, identity_hash = identity_key(request.identity)
     device = await session.scalar(select(Device).where(Device.identity_hash == identity_hash))
     if device is None:
         device = await _first_contact(session, request)

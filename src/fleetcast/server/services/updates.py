@@ -104,6 +104,26 @@ async def next_update(
     found = await next_deployment(session, device)
     if found is None:
         return None
+    return await offer_for(
+        session,
+        device,
+        found,
+        public_url=public_url,
+        settings=settings,
+        on_delta_queued=on_delta_queued,
+    )
+
+
+async def offer_for(
+    session: AsyncSession,
+    device: Device,
+    found: tuple[Deployment, Artifact],
+    *,
+    public_url: str | None = None,
+    settings: Settings | None = None,
+    on_delta_queued: Callable[[], None] | None = None,
+) -> UpdateOffer | None:
+    """The offer for a deployment :func:`next_deployment` found (see :func:`next_update`)."""
     chosen, artifact = found
     decision = deltas.DeltaDecision()
     if settings is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from fleetcast.server.api.audit import Audit, audit_trail
 from fleetcast.server.api.deps import Admin, AdminScope, Session, current_admin
 from fleetcast.server.api.schemas import ErrorResponse, NewTokenOut, TokenIn, TokenList, TokenOut
 from fleetcast.server.api.views import token_out
@@ -17,7 +18,10 @@ from fleetcast.server.services.credentials import TokenScope
 router = APIRouter(
     prefix="/api/v1/tokens",
     tags=["API tokens"],
-    dependencies=[Depends(current_admin, scope="function")],
+    dependencies=[
+        Depends(current_admin, scope="function"),
+        Depends(audit_trail, scope="function"),
+    ],
     responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}},
 )
 
@@ -29,10 +33,11 @@ async def me(token: Admin) -> TokenOut:
 
 
 @router.post("", response_model=NewTokenOut, status_code=201)
-async def create(body: TokenIn, session: Session, _admin: AdminScope) -> NewTokenOut:
+async def create(body: TokenIn, session: Session, _admin: AdminScope, audit: Audit) -> NewTokenOut:
     """Create a token (admin scope only); its plaintext is in this answer and nowhere else."""
     row, plaintext = await credentials.issue_admin_token(session, body.name, TokenScope(body.scope))
     await session.commit()
+    audit.target_id = row.id
     return NewTokenOut(token=plaintext, **token_out(row).model_dump())
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import FileResponse, Response
 
+from fleetcast.server.api.audit import Audit, audit_trail
 from fleetcast.server.api.deps import Session, State, current_admin
 from fleetcast.server.api.routes.device import artifact_file
 from fleetcast.server.api.schemas import ArtifactList, ArtifactOut, ErrorResponse
@@ -19,7 +20,10 @@ from fleetcast.server.services.formats import ArtifactFormat
 router = APIRouter(
     prefix="/api/v1/artifacts",
     tags=["artifacts"],
-    dependencies=[Depends(current_admin, scope="function")],
+    dependencies=[
+        Depends(current_admin, scope="function"),
+        Depends(audit_trail, scope="function"),
+    ],
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 
@@ -47,6 +51,7 @@ async def upload(
     request: Request,
     session: Session,
     state: State,
+    audit: Audit,
     format: Annotated[
         Literal["auto", "fleetcast", "file", "mender"],
         Query(description="auto: a Fleetcast or a Mender artifact, told by its content."),
@@ -92,6 +97,8 @@ async def upload(
             compatible=compatible,
             filename=filename,
         )
+    audit.target_id = row.id
+    audit.details = {"name": row.name, "version": row.version, "sha256": row.sha256}
     return artifact_out(row)
 
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from fleetcast.server.api.audit import Audit, audit_trail
 from fleetcast.server.api.deps import Session, State, current_admin
 from fleetcast.server.api.schemas import (
     DeploymentDevicePage,
@@ -23,7 +24,10 @@ from fleetcast.server.states import RolloutState
 router = APIRouter(
     prefix="/api/v1/deployments",
     tags=["deployments"],
-    dependencies=[Depends(current_admin, scope="function")],
+    dependencies=[
+        Depends(current_admin, scope="function"),
+        Depends(audit_trail, scope="function"),
+    ],
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 
@@ -34,7 +38,7 @@ router = APIRouter(
     status_code=201,
     responses={422: {"model": ErrorResponse}},
 )
-async def create(body: DeploymentIn, session: Session, state: State) -> DeploymentOut:
+async def create(body: DeploymentIn, session: Session, state: State, audit: Audit) -> DeploymentOut:
     """Create a phased deployment; its first phase starts at once."""
     # No phases: everyone at once. An explicit empty list is refused by validation.
     phases = (
@@ -69,6 +73,7 @@ async def create(body: DeploymentIn, session: Session, state: State) -> Deployme
         alternatives=tuple(body.alternatives),
         options={"ddi": body.ddi.model_dump()} if body.ddi else None,
     )
+    audit.target_id = deployment.id
     state.engine.nudge()
     return deployment_out(await deployments.summarize(session, deployment.id))
 

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, RedirectResponse
 
 from fleetcast.core.wire import Inventory, StatusReport, UpdateOffer
-from fleetcast.server.api.deps import CurrentDevice, Session, State
+from fleetcast.server.api.deps import CurrentDevice, DeviceBearer, Session, State
 from fleetcast.server.api.schemas import (
     AuthRequestIn,
     AuthResponseOut,
@@ -23,7 +23,7 @@ from fleetcast.server.api.schemas import (
     StatusReportIn,
 )
 from fleetcast.server.blobs import relative_path
-from fleetcast.server.errors import NotFoundError
+from fleetcast.server.errors import NotFoundError, UnauthorizedError
 from fleetcast.server.services import admission, artifacts, deltas, devices, updates
 
 router = APIRouter(
@@ -64,7 +64,11 @@ async def authenticate(request: Request, session: Session, state: State) -> Auth
         errors = [{**err, "loc": ("body", *err.get("loc", ()))} for err in e.errors()]
         raise RequestValidationError(errors) from e
     response = await admission.authenticate(
-        session, body, request.headers.get(SIGNATURE_HEADER), state.admission
+        session,
+        body,
+        request.headers.get(SIGNATURE_HEADER),
+        state.admission,
+        client=request.client.host if request.client else None,
     )
     return AuthResponseOut(**response.to_dict())
 
@@ -88,13 +92,17 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return etag in candidates or "*" in candidates
 
 
+#: The body and ETag of "nothing to do", the answer an idle device gets again and again.
+IDLE_BODY, IDLE_ETAG = _encode(None)
+
+
 @router.get(
     "/next",
     response_model=NextUpdateOut,
     responses={304: {"description": "The answer still equals If-None-Match."}},
 )
 async def next_update(
-    device: CurrentDevice,
+    token: DeviceBearer,
     session: Session,
     state: State,
     wait: Annotated[int, Query(ge=0, le=3600, description="Long-poll up to N seconds.")] = 0,
@@ -105,23 +113,50 @@ async def next_update(
     With ``If-None-Match`` the request is held until the answer differs from
     that ETag; without, until there is an update. Either way at most ``wait``
     seconds (capped by the server's ``max_long_poll``).
+
+    A device this process knows to be accepted and idle
+    (:mod:`fleetcast.server.answers`) is answered without the database: its
+    token's HMAC is checked, and its first answer comes from memory.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, state.settings.max_long_poll)
-    public_url = state.settings.public_url
-    # Batched in memory: an idle poll writes nothing (see fleetcast.server.lastseen).
-    state.last_seen.seen(device.id, device.last_seen_at, None)
-    async with state.notifier.subscribe(device.id) as subscription:
+    signer = state.admission.signer
+    if not token:
+        raise UnauthorizedError("this endpoint needs 'Authorization: Bearer <device token>'")
+    device_id = signer.verify(token)
+    answers = state.answers
+    device = None
+    async with state.notifier.subscribe(device_id) as subscription:
+        # Memory answers only the first look: a wake-up or the re-check reads the database.
+        idle = answers.get(device_id)
         while True:
-            offer = await updates.next_update(
-                session,
-                device,
-                public_url=public_url,
-                settings=state.settings,
-                on_delta_queued=state.deltas.nudge,
-            )
-            await session.commit()  # never hold a transaction while waiting
-            body, etag = _encode(offer)
+            if idle is not None:
+                offer = None
+                # Batched in memory: an idle poll writes nothing (fleetcast.server.lastseen).
+                idle.last_seen = state.last_seen.seen(device_id, idle.last_seen, None) or (
+                    idle.last_seen
+                )
+                idle = None
+            else:
+                generation = answers.generation
+                if device is None:
+                    device = await admission.device_for_token(session, signer, token)
+                    state.last_seen.seen(device.id, device.last_seen_at, None)
+                found = await updates.next_deployment(session, device)
+                offer = None
+                if found is not None:
+                    offer = await updates.offer_for(
+                        session,
+                        device,
+                        found,
+                        public_url=state.settings.public_url,
+                        settings=state.settings,
+                        on_delta_queued=state.deltas.nudge,
+                    )
+                await session.commit()  # never hold a transaction while waiting
+                if found is None:
+                    answers.put(device.id, device.last_seen_at, generation)
+            body, etag = (IDLE_BODY, IDLE_ETAG) if offer is None else _encode(offer)
             unchanged = _etag_matches(if_none_match, etag)
             changed = not unchanged if if_none_match else offer is not None
             remaining = deadline - loop.time()
@@ -245,3 +280,6 @@ async def report_status(
     report = StatusReport.from_dict(body.model_dump())
     if await updates.report_status(session, device, deployment_id, report):
         state.engine.nudge()
+        # Its answer on /next may change (another deployment may become its
+        # turn): every process forgets what it remembered of it.
+        state.notifier.notify([device.id], push=False)

@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from fleetcast.server.api.deps import Session, current_admin
+from fleetcast.server.api.audit import Audit, audit_trail
+from fleetcast.server.api.deps import Session, State, current_admin
 from fleetcast.server.api.schemas import (
     DeviceOut,
     DevicePage,
@@ -25,7 +26,10 @@ from fleetcast.server.states import DeviceStatus
 router = APIRouter(
     prefix="/api/v1/devices",
     tags=["devices"],
-    dependencies=[Depends(current_admin, scope="function")],
+    dependencies=[
+        Depends(current_admin, scope="function"),
+        Depends(audit_trail, scope="function"),
+    ],
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 
@@ -71,7 +75,7 @@ async def list_devices(
 
 
 @router.post("/preauthorize", response_model=DeviceOut, status_code=201)
-async def preauthorize(body: PreauthorizeIn, session: Session) -> DeviceOut:
+async def preauthorize(body: PreauthorizeIn, session: Session, audit: Audit) -> DeviceOut:
     """Register a device's identity and key; it is accepted on first contact.
 
     ``kind`` ddi: identity ``{"controller_id": ...}`` and no key (set its
@@ -82,12 +86,14 @@ async def preauthorize(body: PreauthorizeIn, session: Session) -> DeviceOut:
         device = await manage.preauthorize(
             session, DeviceKind(body.kind), body.identity, body.public_key, body.device_type
         )
+        audit.target_id = device.id
         return device_out(device)
     if not body.public_key:
         raise RequestInvalidError(
             "a native device is preauthorized with its public key", details={"field": "public_key"}
         )
     device = await devices.preauthorize(session, body.identity, body.public_key, body.device_type)
+    audit.target_id = device.id
     return device_out(device)
 
 
@@ -96,29 +102,34 @@ async def get_device(device_id: str, session: Session) -> DeviceOut:
     return device_out(await devices.get_device(session, device_id))
 
 
-async def _set_status(session: Session, device_id: str, status: DeviceStatus) -> DeviceOut:
+async def _set_status(
+    session: Session, state: State, device_id: str, status: DeviceStatus
+) -> DeviceOut:
     device = await devices.set_status(
         session, device_id, status, message=f"{status.value} by an operator"
     )
+    # Every process forgets what it knew of this device (fleetcast.server.answers),
+    # so a rejected or decommissioned device is refused on its next request.
+    state.notifier.notify([device.id], push=False)
     return device_out(device)
 
 
 @router.post("/{device_id}/accept", response_model=DeviceOut)
-async def accept(device_id: str, session: Session) -> DeviceOut:
+async def accept(device_id: str, session: Session, state: State) -> DeviceOut:
     """Accept a device: its next authentication gets a token."""
-    return await _set_status(session, device_id, DeviceStatus.ACCEPTED)
+    return await _set_status(session, state, device_id, DeviceStatus.ACCEPTED)
 
 
 @router.post("/{device_id}/reject", response_model=DeviceOut)
-async def reject(device_id: str, session: Session) -> DeviceOut:
+async def reject(device_id: str, session: Session, state: State) -> DeviceOut:
     """Reject a device: it gets nothing, and its unfinished deployments end for it."""
-    return await _set_status(session, device_id, DeviceStatus.REJECTED)
+    return await _set_status(session, state, device_id, DeviceStatus.REJECTED)
 
 
 @router.post("/{device_id}/decommission", response_model=DeviceOut)
-async def decommission(device_id: str, session: Session) -> DeviceOut:
+async def decommission(device_id: str, session: Session, state: State) -> DeviceOut:
     """Retire a device for good."""
-    return await _set_status(session, device_id, DeviceStatus.DECOMMISSIONED)
+    return await _set_status(session, state, device_id, DeviceStatus.DECOMMISSIONED)
 
 
 @router.put("/{device_id}/tags", response_model=DeviceOut)

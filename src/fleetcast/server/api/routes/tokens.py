@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from fleetcast.server.api.audit import audit_trail
 from fleetcast.server.api.deps import Session, current_admin
 from fleetcast.server.api.schemas import EnrollmentTokenIn, EnrollmentTokenOut, ErrorResponse
 from fleetcast.server.services import credentials
@@ -12,7 +13,10 @@ from fleetcast.server.services.devices import check_tags
 router = APIRouter(
     prefix="/api/v1/enrollment-tokens",
     tags=["enrollment tokens"],
-    dependencies=[Depends(current_admin, scope="function")],
+    dependencies=[
+        Depends(current_admin, scope="function"),
+        Depends(audit_trail, scope="function"),
+    ],
     responses={401: {"model": ErrorResponse}},
 )
 

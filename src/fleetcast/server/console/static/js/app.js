@@ -5,6 +5,7 @@
 import { ApiError, get, session, whenUnauthorized } from "./api.js";
 import { errorBox, h, replace } from "./dom.js";
 import * as artifacts from "./pages/artifacts.js";
+import * as audit from "./pages/audit.js";
 import * as dashboard from "./pages/dashboard.js";
 import * as deployment from "./pages/deployment.js";
 import * as deployments from "./pages/deployments.js";
@@ -20,6 +21,7 @@ const routes = [
   [/^\/deployments$/, deployments.list, "deployments"],
   [/^\/deployments\/new$/, deployments.create, "deployments"],
   [/^\/deployments\/([^/]+)$/, deployment, "deployments"],
+  [/^\/audit$/, audit, "audit"],
 ];
 
 const main = document.getElementById("main");
