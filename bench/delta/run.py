@@ -380,7 +380,8 @@ def child(args: list[str]) -> None:
         with Path(second).open("rb") as fh:
             header, _ = parse_header(fh.read, DeltaLimits())
         baseline = _status_kib("VmRSS")
-        with Path(second).open("rb") as fh, Path(third).open("wb") as sink:
+        # Unbuffered, like the agent's slot writer: format 2 reads back what it wrote.
+        with Path(second).open("rb") as fh, Path(third).open("wb", buffering=0) as sink:
             apply_delta(
                 fh.read,
                 Path(old),
@@ -389,6 +390,7 @@ def child(args: list[str]) -> None:
                 target=ImageRef(header.target.size, header.target.sha256),
                 limits=DeltaLimits(),
                 max_size=Path(second).stat().st_size,
+                written_path=Path(third),
             )
         extra = (_status_kib("VmHWM") - baseline) / 1024
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -18,8 +18,10 @@ from fleetcast.agent.install import FileByteSource
 from fleetcast.agent.slots import SlotContent
 from fleetcast.core.wire import DeltaOffer, UpdateOffer
 from fleetcast.delta import DeltaParams, generate_delta
+from fleetcast.delta._format import MARKERS
 from fleetcast.exceptions import DeltaError
 from tests.agent.conftest import CutAt, FakeApi, PowerCut, RecordingSource, drive, noisy_image
+from tests.delta.conftest import repeated_update
 from tests.factories import BuiltArtifact, make_artifact
 
 SIZE = 512 * 1024
@@ -53,11 +55,11 @@ def v11(
     return make_artifact(tmp_path / "artifacts", vendor_key, version="1.1.0", image=images[1])
 
 
-def _delta(tmp_path: Path, old: bytes, new: bytes, engine: str = "zstd") -> Path:
+def _delta(tmp_path: Path, old: bytes, new: bytes, engine: str = "zstd", **params: int) -> Path:
     (tmp_path / "old.img").write_bytes(old)
     (tmp_path / "new.img").write_bytes(new)
     out = tmp_path / f"{engine}.delta"
-    generate_delta(tmp_path / "old.img", tmp_path / "new.img", out, DeltaParams(engine))
+    generate_delta(tmp_path / "old.img", tmp_path / "new.img", out, DeltaParams(engine, **params))
     return out
 
 
@@ -109,6 +111,28 @@ def test_update_from_a_delta_commits_without_downloading_the_artifact(
     attributes = api.inventories[-1].attributes
     assert attributes["fleetcast_rootfs_sha256"] == hashlib.sha256(new).hexdigest()
     assert set(attributes["fleetcast_delta_engines"].split(",")) == {"hdiffpatch", "zstd"}
+    assert api.statuses()[-1] == "success"
+
+
+def test_a_delta_that_reads_back_the_new_slot_commits(
+    make_device: Callable[..., SimulatedDevice],
+    api: DeltaApi,
+    vendor_key: Ed25519PrivateKey,
+    tmp_path: Path,
+) -> None:
+    """The new image holds the same changed file four times: the delta (format 2)
+    rebuilds copies 2-4 from copy 1, which the device reads back from slot B while
+    it writes it; the image matches the signed manifest and the device commits."""
+    old, new = repeated_update()
+    artifact = make_artifact(tmp_path / "artifacts", vendor_key, version="1.1.0", image=new)
+    device = make_device(image=old)
+    path = _delta(tmp_path, old, new, segment_size=64 * 1024, window_size=160 * 1024)
+    assert path.read_bytes().startswith(MARKERS[2])
+    _offer_delta(api, artifact, path, old)
+    results = drive(device, api)
+    assert results[-1] is StepResult.UPDATED
+    assert device.slot_bytes("b") == new
+    assert api.sources == [] and [s.opened for s in api.delta_sources] == [[0]]
     assert api.statuses()[-1] == "success"
 
 

@@ -47,3 +47,15 @@ def shifted_update(size: int = 1024 * 1024) -> tuple[bytes, bytes]:
 def pair(tmp_path: Path) -> Pair:
     old, new = shifted_update()
     return make_pair(tmp_path / "pair", old, new)
+
+
+def repeated_update(copies: int = 4, spacing: int = 256 * 1024) -> tuple[bytes, bytes]:
+    """Like a root file system holding the same tree several times (``/opt/copyN``):
+    one 48 KiB file, ``spacing`` bytes apart ``copies`` times, between unchanged
+    data; the update rewrites a third of every copy of the file the same way."""
+    file_old = noise(10, 48 * 1024)
+    file_new = file_old[:8192] + noise(11, 16 * 1024) + file_old[8192 + 16 * 1024 :]
+    filler = [noise(20 + i, spacing - len(file_old)) for i in range(copies)]
+    old = b"".join(file_old + f for f in filler)
+    new = b"".join(file_new + f for f in filler)
+    return old, new

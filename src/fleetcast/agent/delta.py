@@ -125,10 +125,15 @@ def install_delta(
                     target=ImageRef(payload.size, payload.sha256),
                     limits=limits,
                     max_size=delta.size,
+                    # A format 2 delta reads back what it wrote: SlotWriter.write
+                    # is unbuffered, so a pread of the slot sees it.
+                    written_path=target_slot,
                     progress=written,
                 )
             except OSError as e:
-                raise DeviceStateError(f"cannot read the running slot {source_slot}: {e}") from e
+                raise DeviceStateError(
+                    f"cannot read slot {source_slot} or {target_slot}: {e}"
+                ) from e
             if limited.remaining or limited.digest.hexdigest() != delta.sha256:
                 raise DeltaError("the delta file differs from the offered one")
             slot.finish(payload.size)

@@ -3,9 +3,13 @@
 The caller passes the delta as a ``read(n)`` function (an HTTP body, a file),
 the old image as a path (the device's active slot; only the ranges each
 segment names are read, with ``pread``) and a ``write`` function for the new
-image (the inactive slot). Per segment, memory holds one patch, one window
-and one rebuilt segment, all bounded by :class:`DeltaLimits`; the delta as a
-whole is bounded by ``max_size``.
+image (the inactive slot). A format 2 delta also reads back ranges of the
+new image that earlier segments wrote, from ``written_path`` (the inactive
+slot again), with ``pread``: ``write`` must have handed the bytes to the
+operating system when it returns (no user-space buffer). Per segment, memory
+holds one patch, one window (old and written ranges together) and one
+rebuilt segment, all bounded by :class:`DeltaLimits`; the delta as a whole
+is bounded by ``max_size``.
 
 The delta is checked before use: its header must name exactly the expected
 source (the installed image's size and sha256) and target (the signed
@@ -23,17 +27,30 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fleetcast.delta._engines import decode
-from fleetcast.delta._format import DeltaHeader, DeltaLimits, ImageRef, parse_header, read_exactly
+from fleetcast.delta._format import (
+    DeltaHeader,
+    DeltaLimits,
+    ImageRef,
+    Segment,
+    parse_header,
+    read_exactly,
+)
 from fleetcast.exceptions import DeltaError
 
 
-def _window(fd: int, ranges: tuple[tuple[int, int], ...]) -> bytes:
+def _window(source_fd: int, written_fd: int | None, segment: Segment, index: int) -> bytes:
     parts = []
-    for offset, length in ranges:
-        data = os.pread(fd, length, offset)
-        if len(data) != length:
-            raise DeltaError(f"the source ends before {offset + length} bytes")
-        parts.append(data)
+    for fd, ranges, what in (
+        (source_fd, segment.old_ranges, "the source"),
+        (written_fd, segment.written_ranges, "the new image read back"),
+    ):
+        for offset, length in ranges:
+            if fd is None:
+                raise DeltaError(f"delta segment {index} reads back the new image; it cannot be")
+            data = os.pread(fd, length, offset)
+            if len(data) != length:
+                raise DeltaError(f"{what} ends before {offset + length} bytes")
+            parts.append(data)
     # One range (the common case) is used as read: no second copy.
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -47,6 +64,7 @@ def apply_delta(
     target: ImageRef,
     limits: DeltaLimits,
     max_size: int,
+    written_path: Path | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> DeltaHeader:
     """Rebuild the image ``target`` from ``source_path`` and the delta read by ``read``.
@@ -59,6 +77,8 @@ def apply_delta(
         target: the image it must rebuild (from the signed manifest).
         limits: the segment, window and engine limits of this device.
         max_size: the largest delta accepted, in bytes.
+        written_path: where ``write`` puts the new image, to read back the
+            ranges a format 2 delta names (None: such a delta is refused).
         progress: called with the bytes of the new image written so far.
 
     Returns:
@@ -66,7 +86,8 @@ def apply_delta(
 
     Raises:
         DeltaError: malformed, over a limit, for another source or target, a
-            corrupt patch, or a result that differs from ``target``.
+            corrupt patch, a range that cannot be read back, or a result
+            that differs from ``target``.
         OSError: reading the source or writing failed (a device problem).
     """
     header, consumed = parse_header(read, limits)
@@ -79,13 +100,18 @@ def apply_delta(
         raise DeltaError("delta does not rebuild the image of the signed manifest")
     if consumed + header.patches_size > max_size:
         raise DeltaError(f"delta of {consumed + header.patches_size} bytes exceeds {max_size}")
+    if header.version >= 2 and written_path is None:
+        raise DeltaError("delta reads back the new image, and it cannot be read back here")
     digest = hashlib.sha256()
     written = 0
     fd = os.open(source_path, os.O_RDONLY)
+    written_fd: int | None = None
     try:
+        if written_path is not None and header.version >= 2:
+            written_fd = os.open(written_path, os.O_RDONLY)
         for index, segment in enumerate(header.segments):
             patch = read_exactly(read, segment.patch_size, f"patch of segment {index}")
-            window = _window(fd, segment.old_ranges)
+            window = _window(fd, written_fd, segment, index)
             out = decode(header.engine, window, patch, segment.new_length)
             del window, patch
             if hashlib.sha256(out).hexdigest() != segment.sha256:
@@ -98,6 +124,8 @@ def apply_delta(
                 progress(written)
     finally:
         os.close(fd)
+        if written_fd is not None:
+            os.close(written_fd)
     if read(1):
         raise DeltaError("delta has data after its last segment")
     if digest.hexdigest() != target.sha256:

@@ -2,17 +2,24 @@
 
 Layout::
 
-    b"fleetcast-delta 1\\n"          marker (format version)
+    b"fleetcast-delta 2\\n"          marker (format version: 1 or 2)
     u32 big-endian                   length of the header (at most MAX_HEADER_SIZE)
     header                           canonical JSON, see :class:`DeltaHeader`
     patch 0 | patch 1 | ...          one engine patch per segment, in order
 
 The new image is cut into segments of at most ``segment_size`` bytes. Each
-segment is reconstructed from its patch and a *window* of the old image: up
-to a few ranges of the old image, concatenated, of at most ``window_size``
-bytes in all. A device therefore never needs more than one window, one
-segment and one patch in memory, whatever the image size, and the whole
-file is applied front to back while it downloads.
+segment is reconstructed from its patch and a *window*: up to a few ranges
+of the old image (``old``), then, in format 2, up to a few ranges of the new
+image that earlier segments already wrote (``written``; the device reads
+them back from the slot it is writing), concatenated, of at most
+``window_size`` bytes in all. A device therefore never needs more than one
+window, one segment and one patch in memory, whatever the image size, and
+the whole file is applied front to back while it downloads.
+
+Format 1 has only ``old`` ranges. A delta is written as format 1 unless a
+segment names ``written`` ranges, so agents that only know format 1 can
+still apply every delta that does not need format 2 (and refuse the others
+by their marker, then install the full artifact).
 
 Nothing in a delta is trusted. The header is parsed with every length
 bounded (by :class:`DeltaLimits` and by the sizes the caller expects from
@@ -32,7 +39,10 @@ from typing import Any, Final
 from fleetcast.core.canonical import canonical_json, parse_json_object
 from fleetcast.exceptions import DeltaError, ValidationError
 
-MARKER: Final = b"fleetcast-delta 1\n"
+_MARKER_PREFIX: Final = b"fleetcast-delta "
+#: The marker of each format version this code reads and writes.
+MARKERS: Final = {1: b"fleetcast-delta 1\n", 2: b"fleetcast-delta 2\n"}
+MARKER: Final = MARKERS[1]
 MAX_HEADER_SIZE: Final = 4 * 1024 * 1024
 ENGINES: Final = ("hdiffpatch", "zstd")
 _LENGTH = struct.Struct(">I")
@@ -70,8 +80,10 @@ class ImageRef:
 class Segment:
     """How to rebuild ``new_length`` bytes at ``new_offset`` of the new image.
 
-    ``old_ranges`` are ``(offset, length)`` pairs of the old image; their
-    concatenation is the window the patch refers to.
+    ``old_ranges`` are ``(offset, length)`` pairs of the old image,
+    ``written_ranges`` pairs of the new image before ``new_offset`` (already
+    rebuilt by earlier segments; format 2 only). The old ranges, then the
+    written ones, concatenated, are the window the patch refers to.
     """
 
     new_offset: int
@@ -79,18 +91,22 @@ class Segment:
     old_ranges: tuple[tuple[int, int], ...]
     patch_size: int
     sha256: str
+    written_ranges: tuple[tuple[int, int], ...] = ()
 
     @property
     def window_size(self) -> int:
-        return sum(length for _, length in self.old_ranges)
+        return sum(length for _, length in (*self.old_ranges, *self.written_ranges))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "new": [self.new_offset, self.new_length],
             "old": [[o, n] for o, n in self.old_ranges],
             "patch": self.patch_size,
             "sha256": self.sha256,
         }
+        if self.written_ranges:
+            data["written"] = [[o, n] for o, n in self.written_ranges]
+        return data
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,11 @@ class DeltaHeader:
     def patches_size(self) -> int:
         return sum(s.patch_size for s in self.segments)
 
+    @property
+    def version(self) -> int:
+        """The oldest format that can express this delta (2: it reads back the new image)."""
+        return 2 if any(s.written_ranges for s in self.segments) else 1
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "engine": self.engine,
@@ -123,19 +144,24 @@ class DeltaHeader:
         body = canonical_json(self.to_dict())
         if len(body) > MAX_HEADER_SIZE:
             raise DeltaError(f"delta header of {len(body)} bytes exceeds {MAX_HEADER_SIZE}")
-        return MARKER + _LENGTH.pack(len(body)) + body
+        return MARKERS[self.version] + _LENGTH.pack(len(body)) + body
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], limits: DeltaLimits) -> DeltaHeader:
-        """Parse and bound-check a header.
+    def from_dict(
+        cls, data: dict[str, Any], limits: DeltaLimits, *, version: int = 2
+    ) -> DeltaHeader:
+        """Parse and bound-check a header of format ``version``.
 
         Raises:
             DeltaError: a field is missing, inconsistent or over a limit.
         """
         try:
-            return cls._from_dict(data, limits)
+            header = cls._from_dict(data, limits)
         except (KeyError, TypeError, ValueError) as e:
             raise DeltaError(f"malformed delta header: {e!r}") from e
+        if header.version > version:
+            raise DeltaError(f"a format {version} delta cannot read back the new image")
+        return header
 
     @classmethod
     def _from_dict(cls, data: dict[str, Any], limits: DeltaLimits) -> DeltaHeader:
@@ -169,6 +195,12 @@ class DeltaHeader:
             for offset, length in seg.old_ranges:
                 if offset + length > source.size:
                     raise DeltaError(f"delta segment {index} reads past the end of the source")
+            # Only bytes that earlier segments wrote (and checked) can be read back.
+            for offset, length in seg.written_ranges:
+                if offset + length > seg.new_offset:
+                    raise DeltaError(
+                        f"delta segment {index} reads new-image bytes that are not written yet"
+                    )
             expected_offset += seg.new_length
             segments.append(seg)
         if expected_offset != target.size:
@@ -205,23 +237,31 @@ def _segment(raw: object, index: int) -> Segment:
     if not isinstance(raw, dict):
         raise ValueError(f"segment {index} must be an object")
     new = raw["new"]
-    old = raw["old"]
     if not isinstance(new, list) or len(new) != 2:
         raise ValueError(f"segment {index}: 'new' must be [offset, length]")
-    if not isinstance(old, list) or len(old) > _MAX_RANGES:
-        raise ValueError(f"segment {index}: 'old' must list at most {_MAX_RANGES} ranges")
-    ranges: list[tuple[int, int]] = []
-    for pair in old:
-        if not isinstance(pair, list) or len(pair) != 2:
-            raise ValueError(f"segment {index}: an old range must be [offset, length]")
-        ranges.append((_count(pair[0]), _count(pair[1])))
+    old = _ranges(raw["old"], index, "old")
+    written = _ranges(raw.get("written", []), index, "written")
+    if len(old) + len(written) > _MAX_RANGES:
+        raise ValueError(f"segment {index}: a window has at most {_MAX_RANGES} ranges")
     return Segment(
         new_offset=_count(new[0]),
         new_length=_count(new[1]),
-        old_ranges=tuple(ranges),
+        old_ranges=old,
         patch_size=_count(raw["patch"]),
         sha256=_sha(raw["sha256"]),
+        written_ranges=written,
     )
+
+
+def _ranges(raw: object, index: int, what: str) -> tuple[tuple[int, int], ...]:
+    if not isinstance(raw, list) or len(raw) > _MAX_RANGES:
+        raise ValueError(f"segment {index}: {what!r} must list at most {_MAX_RANGES} ranges")
+    ranges: list[tuple[int, int]] = []
+    for pair in raw:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise ValueError(f"segment {index}: a {what} range must be [offset, length]")
+        ranges.append((_count(pair[0]), _count(pair[1])))
+    return tuple(ranges)
 
 
 def parse_header(read: Callable[[int], bytes], limits: DeltaLimits) -> tuple[DeltaHeader, int]:
@@ -231,7 +271,11 @@ def parse_header(read: Callable[[int], bytes], limits: DeltaLimits) -> tuple[Del
         DeltaError: not a delta, truncated, or the header is invalid or over a limit.
     """
     prefix = read_exactly(read, len(MARKER) + _LENGTH.size, "delta marker")
-    if prefix[: len(MARKER)] != MARKER:
+    marker = prefix[: len(MARKER)]
+    version = next((v for v, m in MARKERS.items() if m == marker), None)
+    if version is None:
+        if marker.startswith(_MARKER_PREFIX):
+            raise DeltaError(f"delta format {marker[len(_MARKER_PREFIX) :]!r} is not supported")
         raise DeltaError("not a Fleetcast delta (bad marker)")
     (length,) = _LENGTH.unpack(prefix[len(MARKER) :])
     if length > MAX_HEADER_SIZE:
@@ -241,7 +285,7 @@ def parse_header(read: Callable[[int], bytes], limits: DeltaLimits) -> tuple[Del
         data = parse_json_object(body, what="delta header")
     except ValidationError as e:
         raise DeltaError(str(e)) from e
-    return DeltaHeader.from_dict(data, limits), len(prefix) + length
+    return DeltaHeader.from_dict(data, limits, version=version), len(prefix) + length
 
 
 def read_exactly(read: Callable[[int], bytes], n: int, what: str) -> bytes:
@@ -264,6 +308,7 @@ def read_exactly(read: Callable[[int], bytes], n: int, what: str) -> bytes:
 __all__ = [
     "ENGINES",
     "MARKER",
+    "MARKERS",
     "MAX_HEADER_SIZE",
     "DeltaHeader",
     "DeltaLimits",

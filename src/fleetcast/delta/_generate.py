@@ -47,10 +47,14 @@ class DeltaParams:
     Attributes:
         engine: ``hdiffpatch`` (smallest) or ``zstd`` (fastest).
         segment_size: bytes of the new image per segment (device memory).
-        window_size: bytes of the old image per segment (device memory).
+        window_size: bytes of the window per segment (device memory).
         options: encoder tuning.
         workers: segments encoded in parallel.
         verify: apply the finished delta once and compare the result.
+        reuse_written: windows may also name ranges of the new image already
+            written by earlier segments, where the new image repeats content
+            (format 2; older agents refuse such a delta and install the full
+            artifact).
     """
 
     engine: str
@@ -59,6 +63,7 @@ class DeltaParams:
     options: EngineOptions = field(default_factory=EngineOptions)
     workers: int = 1
     verify: bool = True
+    reuse_written: bool = True
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -87,7 +92,10 @@ def _digest(data: Buffer) -> str:
 def _encode_segment(
     old: Buffer, new: Buffer, plan: SegmentPlan, params: DeltaParams
 ) -> tuple[bytes, str]:
-    window = b"".join(old[o : o + n] for o, n in plan.old_ranges)
+    window = b"".join(
+        [old[o : o + n] for o, n in plan.old_ranges]
+        + [new[o : o + n] for o, n in plan.written_ranges]
+    )
     segment = new[plan.new_offset : plan.new_offset + plan.new_length]
     patch = encode(params.engine, window, segment, params.options)
     if len(patch) > max_patch_size(plan.new_length):
@@ -112,7 +120,11 @@ def generate_delta(old: Path, new: Path, out: Path, params: DeltaParams) -> Delt
         source = ImageRef(len(old_buf), _digest(old_buf))
         target = ImageRef(len(new_buf), _digest(new_buf))
         plans = plan_segments(
-            old_buf, new_buf, segment_size=params.segment_size, window_size=params.window_size
+            old_buf,
+            new_buf,
+            segment_size=params.segment_size,
+            window_size=params.window_size,
+            reuse_written=params.reuse_written,
         )
         segments: list[Segment] = []
         with (
@@ -123,7 +135,14 @@ def generate_delta(old: Path, new: Path, out: Path, params: DeltaParams) -> Delt
             for plan, (patch, digest) in zip(plans, results, strict=True):
                 patches.write(patch)
                 segments.append(
-                    Segment(plan.new_offset, plan.new_length, plan.old_ranges, len(patch), digest)
+                    Segment(
+                        plan.new_offset,
+                        plan.new_length,
+                        plan.old_ranges,
+                        len(patch),
+                        digest,
+                        plan.written_ranges,
+                    )
                 )
             header = DeltaHeader(
                 params.engine,
@@ -140,7 +159,7 @@ def generate_delta(old: Path, new: Path, out: Path, params: DeltaParams) -> Delt
                     patches.seek(0)
                     shutil.copyfileobj(patches, dst, 1024 * 1024)
                 if params.verify:
-                    _verify(Path(name), old, header, params)
+                    _verify(Path(name), old, new, header, params)
                 os.replace(name, out)
             except BaseException:
                 Path(name).unlink(missing_ok=True)
@@ -153,7 +172,10 @@ class _Discard:
         pass
 
 
-def _verify(delta: Path, old: Path, header: DeltaHeader, params: DeltaParams) -> None:
+def _verify(delta: Path, old: Path, new: Path, header: DeltaHeader, params: DeltaParams) -> None:
+    # Written ranges are read back from the new image itself: every segment
+    # before them was checked against its sha256 as it was rebuilt, so they
+    # hold exactly what a device reads back from its slot at that point.
     limits = DeltaLimits(
         max_segment_size=params.segment_size,
         max_window_size=max(params.window_size, header.window_size),
@@ -164,6 +186,7 @@ def _verify(delta: Path, old: Path, header: DeltaHeader, params: DeltaParams) ->
             fh.read,
             old,
             _Discard().write,
+            written_path=new,
             source=header.source,
             target=header.target,
             limits=limits,
