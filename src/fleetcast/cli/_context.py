@@ -38,3 +38,19 @@ def state(ctx: typer.Context) -> CliState:
     obj = ctx.find_root().obj
     assert isinstance(obj, CliState)
     return obj
+
+
+def change_status(ctx: typer.Context, kind: str, object_id: str, action: str) -> None:
+    """POST ``/{kind}s/{id}/{action}`` and say the object's new status.
+
+    Raises:
+        ApiError: the server refused the change.
+        TransportError: the server could not be reached.
+    """
+    st = state(ctx)
+    with st.client() as client:
+        changed = client.post(f"/{kind}s/{object_id}/{action}")
+    if st.output.as_json:
+        st.output.data(changed)
+    else:
+        st.output.message(f"{kind} {object_id} is now {changed.get('status')}")

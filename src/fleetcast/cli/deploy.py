@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from fleetcast.cli._api import ManagementClient
-from fleetcast.cli._context import state
+from fleetcast.cli._context import change_status, state
 from fleetcast.exceptions import UsageError
 
 app = typer.Typer(help="Create, watch, pause, resume and abort deployments.", no_args_is_help=True)
@@ -164,29 +164,19 @@ def list_(ctx: typer.Context) -> None:
     )
 
 
-def _act(ctx: typer.Context, deployment_id: str, action: str) -> None:
-    st = state(ctx)
-    with st.client() as client:
-        deployment = client.post(f"/deployments/{deployment_id}/{action}")
-    if st.output.as_json:
-        st.output.data(deployment)
-    else:
-        st.output.message(f"deployment {deployment_id} is now {deployment.get('status')}")
-
-
 @app.command("pause")
 def pause(ctx: typer.Context, deployment_id: str) -> None:
     """Pause: no new device starts; devices already updating finish."""
-    _act(ctx, deployment_id, "pause")
+    change_status(ctx, "deployment", deployment_id, "pause")
 
 
 @app.command("resume")
 def resume(ctx: typer.Context, deployment_id: str) -> None:
     """Resume a paused deployment."""
-    _act(ctx, deployment_id, "resume")
+    change_status(ctx, "deployment", deployment_id, "resume")
 
 
 @app.command("abort")
 def abort(ctx: typer.Context, deployment_id: str) -> None:
     """Abort: devices that have not started never will."""
-    _act(ctx, deployment_id, "abort")
+    change_status(ctx, "deployment", deployment_id, "abort")

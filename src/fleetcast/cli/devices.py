@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from fleetcast.cli._context import state
+from fleetcast.cli._context import change_status, state
 
 app = typer.Typer(help="List, inspect, accept, reject and tag devices.", no_args_is_help=True)
 
@@ -83,32 +83,22 @@ def show(ctx: typer.Context, device_id: str) -> None:
     )
 
 
-def _admit(ctx: typer.Context, device_id: str, action: str) -> None:
-    st = state(ctx)
-    with st.client() as client:
-        device = client.post(f"/devices/{device_id}/{action}")
-    if st.output.as_json:
-        st.output.data(device)
-    else:
-        st.output.message(f"device {device_id} is now {device['status']}")
-
-
 @app.command("accept")
 def accept(ctx: typer.Context, device_id: str) -> None:
     """Accept a pending device: it may authenticate and receive updates."""
-    _admit(ctx, device_id, "accept")
+    change_status(ctx, "device", device_id, "accept")
 
 
 @app.command("reject")
 def reject(ctx: typer.Context, device_id: str) -> None:
     """Reject a device: it gets nothing from the server."""
-    _admit(ctx, device_id, "reject")
+    change_status(ctx, "device", device_id, "reject")
 
 
 @app.command("decommission")
 def decommission(ctx: typer.Context, device_id: str) -> None:
     """Decommission a device: its tokens stop working and it gets nothing more."""
-    _admit(ctx, device_id, "decommission")
+    change_status(ctx, "device", device_id, "decommission")
 
 
 @app.command("tag")

@@ -41,9 +41,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from fleetcast.agent.atomicfile import write_atomic
+from fleetcast.agent.installers._check import require_image_format
 from fleetcast.agent.tooling import ToolResult, run_tool
 from fleetcast.core.manifest import Manifest
-from fleetcast.exceptions import DeviceStateError, IncompatibleError, UsageError
+from fleetcast.exceptions import DeviceStateError, UsageError
 
 BUNDLE_FORMAT: Final = "raucb"
 
@@ -279,12 +280,7 @@ class RaucInstaller:
 
     def check(self, manifest: Manifest) -> None:
         """Raises: IncompatibleError: the image payload is not a RAUC bundle."""
-        for payload in manifest.payloads:
-            if payload.type == "rootfs-image" and payload.meta.get("format") != BUNDLE_FORMAT:
-                raise IncompatibleError(
-                    f"payload {payload.name!r}: this device installs with RAUC and needs "
-                    f"meta format={BUNDLE_FORMAT!r}, got {payload.meta.get('format')!r}"
-                )
+        require_image_format(manifest, BUNDLE_FORMAT, "RAUC")
 
     def target(self, slot: str) -> Path:
         """The spool file the verified bundle is streamed into."""

@@ -31,9 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from fleetcast.agent.installers._check import require_image_format
 from fleetcast.agent.tooling import run_tool
 from fleetcast.core.manifest import Manifest
-from fleetcast.exceptions import DeviceStateError, IncompatibleError
+from fleetcast.exceptions import DeviceStateError
 
 SWU_FORMAT: Final = "swu"
 
@@ -63,12 +64,7 @@ class SwupdateInstaller:
 
     def check(self, manifest: Manifest) -> None:
         """Raises: IncompatibleError: the image payload is not a ``.swu``."""
-        for payload in manifest.payloads:
-            if payload.type == "rootfs-image" and payload.meta.get("format") != SWU_FORMAT:
-                raise IncompatibleError(
-                    f"payload {payload.name!r}: this device installs with SWUpdate and needs "
-                    f"meta format={SWU_FORMAT!r}, got {payload.meta.get('format')!r}"
-                )
+        require_image_format(manifest, SWU_FORMAT, "SWUpdate")
 
     def target(self, slot: str) -> Path:
         """The spool file the verified ``.swu`` is streamed into."""
