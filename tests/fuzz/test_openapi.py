@@ -43,11 +43,6 @@ EXAMPLES = int(os.environ.get("FLEETCAST_OPENAPI_EXAMPLES", "150" if LONG else "
 
 #: Prefixes of the operations a device (not an operator) calls.
 DEVICE_PREFIXES = ("/api/device/", "/api/devices/")
-#: The hawkBit DDI and Mender compatibility APIs (``fleetcast.server.compat``) were being
-#: written while this suite was; they join the default run once they are settled.
-#: ``FLEETCAST_FUZZ_COMPAT=1`` fuzzes them now.
-COMPAT = ("/api/devices/", "/{tenant}/controller/", "/api/v1/devices/{device_id}/target-token")
-FUZZ_COMPAT = os.environ.get("FLEETCAST_FUZZ_COMPAT") == "1"
 
 
 @dataclass
@@ -161,18 +156,8 @@ def check_error_shape(status: int, body: bytes, what: str) -> None:
 
 
 def _params() -> list[Any]:
-    skip_compat = pytest.mark.skip(
-        reason="compatibility API still being written; FLEETCAST_FUZZ_COMPAT=1 fuzzes it"
-    )
-    return [
-        pytest.param(
-            label,
-            marks=()
-            if FUZZ_COMPAT or not OPERATIONS[label].path.startswith(COMPAT)
-            else (skip_compat,),
-        )
-        for label in sorted(OPERATIONS)
-    ]
+    # Every operation, the hawkBit DDI and Mender compatibility APIs included.
+    return [pytest.param(label) for label in sorted(OPERATIONS)]
 
 
 @pytest.mark.parametrize("label", _params())
