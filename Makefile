@@ -37,7 +37,7 @@ e2e: $(STAMP)
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install --quiet -e '.[dev]'
-	.lock-venv/bin/pip freeze --exclude-editable > requirements-dev.lock
+	(echo "# Pinned dependencies for development and CI. Regenerate with \`make lock\`."; .lock-venv/bin/pip freeze --exclude-editable) > requirements-dev.lock
 	rm -rf .lock-venv
 
 clean:
