@@ -32,9 +32,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import multiprocessing as mp
+import queue as queue_module
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -49,6 +54,7 @@ from _harness import (
     machine,
     peak_rss,
     provision,
+    py_spy_top,
     table,
     temp_work,
 )
@@ -80,6 +86,8 @@ def run_fleet(
     phases: list[dict[str, int]],
     budget: float,
     artifact_size: int,
+    processes: int,
+    profile: list[tuple[str, float]] | None = None,
 ) -> dict[str, float]:
     with database("postgres", work) as url:
         topic = f"bench-{work.name}"
@@ -101,6 +109,7 @@ def run_fleet(
         print(f"  provisioned {devices:,} devices in {time.monotonic() - started:.0f} s")
         port = free_port()
         url_base = f"http://127.0.0.1:{port}"
+        result: dict[str, float] = {}
         with fleetcast_server(settings, work, port) as server:
             admin = httpx.Client(base_url=f"{url_base}/api/v1", timeout=600)
             if admin_token is None:
@@ -109,37 +118,49 @@ def run_fleet(
             artifact = admin.post(
                 "/artifacts", content=_artifact(work, artifact_size).read_bytes()
             ).json()
-            fleet = VirtualFleet(
-                url_base,
-                count=devices,
-                mix=FleetMix(push=1.0 if push else 0.0),
-                tokens=fleet_rows.tokens,
-                long_poll=600 if not push else 0,
-                poll_interval=3600 if push else 0,
-                mqtt_url=MQTT if push else None,
-                mqtt_topic_prefix=topic,
-                connections=512 if push else devices + 64,
-                install=install,
-            )
-            result: dict[str, float] = {}
-
-            async def scenario() -> FleetStats:
-                runner = asyncio.create_task(
-                    fleet.run(
-                        duration=budget,
-                        until=lambda s: (
-                            len(s.offered_at if not install else s.finished_at) >= devices
-                        ),
-                    )
-                )
-                deadline = time.monotonic() + budget
-                while fleet.stats.checkins < devices and time.monotonic() < deadline:
-                    await asyncio.sleep(0.2)
+            deadline = time.monotonic() + budget
+            context = mp.get_context("spawn")
+            queue: mp.Queue[tuple[Any, ...]] = context.Queue()
+            serials = sorted(fleet_rows.tokens)
+            share = -(-devices // processes)
+            workers = []
+            spy: threading.Thread | None = None
+            for index in range(processes):
+                first = index * share + 1
+                count = min(share, devices - index * share)
+                if count <= 0:
+                    break
+                spec = {
+                    "index": index,
+                    "url": url_base,
+                    "first": first,
+                    "count": count,
+                    "tokens": {
+                        s: fleet_rows.tokens[s] for s in serials[first - 1 : first - 1 + count]
+                    },
+                    "push": push,
+                    "install": install,
+                    "topic": topic,
+                    "budget": budget,
+                }
+                worker = context.Process(target=fleet_worker, args=(queue, spec), daemon=True)
+                worker.start()
+                workers.append(worker)
+            try:
+                ready = 0
+                while ready < len(workers) and time.monotonic() < deadline:
+                    with contextlib.suppress(queue_module.Empty):
+                        message = queue.get(timeout=1.0)
+                        if message[0] == "ready":
+                            ready += 1
+                        else:
+                            raise SystemExit(f"fleet process failed: {message}")
                 result["warm-up s"] = time.monotonic() - started
-                await asyncio.sleep(2.0)
+                warm = result["warm-up s"]
+                print(f"  {ready}/{len(workers)} fleet processes warm after {warm:.0f} s")
+                time.sleep(2.0)
                 t0 = time.monotonic()
-                created = await asyncio.to_thread(
-                    admin.post,
+                created = admin.post(
                     "/deployments",
                     json={
                         "name": "bench",
@@ -149,37 +170,102 @@ def run_fleet(
                     },
                 )
                 assert created.status_code == 201, created.text
-                stats = await runner
-                result["t0"] = t0
+                if profile is not None:
+                    # The server while it answers the wake-up, not while it waits.
+                    spy = threading.Thread(
+                        target=lambda: profile.extend(py_spy_top(server.pid, 20, work, 25))
+                    )
+                    spy.start()
+                reached: list[float] = []
+                errors = 0
+                done = 0
+                while done < len(workers) and time.monotonic() < deadline + 60:
+                    with contextlib.suppress(queue_module.Empty):
+                        message = queue.get(timeout=1.0)
+                        if message[0] == "done":
+                            done += 1
+                            reached += message[2]
+                            errors += message[3]
+                        elif message[0] == "failed":
+                            raise SystemExit(f"fleet process failed: {message}")
                 if install:
                     deployment = created.json()["id"]
                     while time.monotonic() < deadline:
-                        status = (
-                            await asyncio.to_thread(admin.get, f"/deployments/{deployment}")
-                        ).json()["status"]
+                        status = admin.get(f"/deployments/{deployment}").json()["status"]
                         if status == "completed":
                             break
-                        await asyncio.sleep(0.5)
-                    result["done"] = time.monotonic()
-                return stats
-
-            stats = asyncio.run(scenario())
-            t0 = result["t0"]
-            reached = (
-                sorted(stats.offered_at.values())
-                if not install
-                else sorted(stats.finished_at.values())
-            )
+                        time.sleep(0.5)
+                    result["wall s"] = time.monotonic() - t0
+            finally:
+                if spy is not None:
+                    spy.join()
+                for worker in workers:
+                    worker.join(timeout=30)
+                    if worker.is_alive():
+                        worker.kill()
+            reached.sort()
             result["devices reached"] = len(reached)
             result["p50 s"] = reached[len(reached) // 2] - t0 if reached else float("nan")
             result["all s"] = (reached[-1] - t0) if len(reached) >= devices else float("nan")
-            if install:
-                result["wall s"] = result["done"] - t0
             result["peak MiB"] = peak_rss(server.pid) / 2**20
-            result["errors"] = stats.errors
+            result["errors"] = errors
             admin.close()
         result["db MiB"] = database_size(url, work) / 2**20
     return result
+
+
+def fleet_worker(queue: mp.Queue[tuple[Any, ...]], spec: dict[str, Any]) -> None:
+    """One load-generator process: a slice of the fleet (``spec``), reported on ``queue``.
+
+    Sends ``("ready", index)`` once every device of the slice has checked in
+    once, then ``("done", index, times, errors)``: the ``time.monotonic()``
+    (system-wide) at which each device was offered the update (or finished
+    installing it).
+    """
+    try:
+        raise_open_files_limit()
+        count, push, install = spec["count"], spec["push"], spec["install"]
+        fleet = VirtualFleet(
+            spec["url"],
+            count=count,
+            first=spec["first"],
+            mix=FleetMix(push=1.0 if push else 0.0),
+            tokens=spec["tokens"],
+            long_poll=600 if not push else 0,
+            poll_interval=3600 if push else 0,
+            mqtt_url=MQTT if push else None,
+            mqtt_topic_prefix=spec["topic"],
+            connections=256 if push else count + 16,
+            install=install,
+            # Push devices checked in "before the run": the warm-up only waits for
+            # the MQTT subscription (their first poll is not what is measured).
+            first_checkin=not push,
+        )
+
+        async def scenario() -> FleetStats:
+            def reached(stats: FleetStats) -> int:
+                return len(stats.finished_at if install else stats.offered_at)
+
+            runner = asyncio.create_task(
+                fleet.run(duration=spec["budget"], until=lambda s: reached(s) >= count)
+            )
+
+            def warm(stats: FleetStats) -> bool:
+                if push:
+                    return stats.subscribed
+                return stats.checkins >= count and stats.long_polls_sent >= count
+
+            while not warm(fleet.stats) and not runner.done():
+                await asyncio.sleep(0.2)
+            queue.put(("ready", spec["index"]))
+            return await runner
+
+        stats = asyncio.run(scenario())
+        times = list((stats.finished_at if install else stats.offered_at).values())
+        queue.put(("done", spec["index"], times, stats.errors))
+    except BaseException as e:
+        queue.put(("failed", spec["index"], repr(e)))
+        raise
 
 
 def raise_open_files_limit() -> int:
@@ -198,18 +284,36 @@ def main() -> None:
     )
     parser.add_argument("which", choices=["wakeup", "rollout"])
     parser.add_argument("--devices", type=int, default=100_000)
-    parser.add_argument("--long-poll-devices", type=int, default=15_000)
+    parser.add_argument(
+        "--long-poll-devices",
+        type=int,
+        default=18_000,
+        help="the server holds one socket per waiting device: at most its open-files limit",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the server for 20 s after the start"
+    )
+    parser.add_argument(
+        "--processes", type=int, default=4, help="load-generator processes sharing the fleet"
+    )
     parser.add_argument(
         "--budget", type=float, default=900.0, help="seconds each run may take at most"
     )
+    parser.add_argument(
+        "--modes", default="push,long-poll", help="wakeup: which of push, long-poll to run"
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}; open files: {raise_open_files_limit():,}")
+    profiles: dict[str, list[tuple[str, float]]] = {}
     if args.which == "wakeup":
         rows = []
         for label, push, count in (
             ("MQTT push", True, args.devices),
             ("long-poll", False, min(args.devices, args.long_poll_devices)),
         ):
+            if ("push" if push else "long-poll") not in args.modes.split(","):
+                continue
+            profile = profiles.setdefault(label, []) if args.profile else None
             print(f"{label}: {count:,} devices")
             with temp_work("wakeup") as tmp:
                 r = run_fleet(
@@ -220,6 +324,8 @@ def main() -> None:
                     phases=[{"percent": 100}],
                     budget=args.budget,
                     artifact_size=64 * 1024,
+                    processes=args.processes,
+                    profile=profile,
                 )
             rows.append(
                 [
@@ -256,6 +362,8 @@ def main() -> None:
                 phases=phases,
                 budget=args.budget,
                 artifact_size=64 * 1024,
+                processes=args.processes,
+                profile=profiles.setdefault("rollout", []) if args.profile else None,
             )
         print(
             table(
@@ -282,6 +390,10 @@ def main() -> None:
                 ],
             )
         )
+    for label, top in profiles.items():
+        print(f"\nServer profile, {label} (py-spy, 20 s after the start, % inclusive):")
+        for name, share in top:
+            print(f"  {share:5.1f} %  {name}")
 
 
 if __name__ == "__main__":

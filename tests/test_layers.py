@@ -52,3 +52,25 @@ def test_core_does_no_io_imports() -> None:
     loaded = _modules_after_import("fleetcast.core.manifest")
     assert "httpx" not in loaded
     assert not any(m.startswith("fleetcast.agent") for m in loaded)
+
+
+IDLE_AGENT_MUST_NOT_LOAD = ("pyzstd", "tarfile", "fleetcast.artifact", "fleetcast.delta._engines")
+
+
+def test_an_idle_agent_loads_no_update_machinery() -> None:
+    """The agent's main module and one inventory stay clear of zstd, tar, the
+    artifact reader and the delta engines: they load when an update starts, so
+    an agent that only polls stays small (docs/agent.md, idle RSS target)."""
+    code = (
+        "import json, sys, fleetcast.agent.__main__, fleetcast.agent.runner\n"
+        "from fleetcast.agent.inventory import make_inventory\n"
+        "make_inventory(device_type='t', attributes={}, active_slot='a',\n"
+        "               running=None, in_place={})\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(out.stdout))
+    heavy = sorted(
+        m for m in loaded for bad in IDLE_AGENT_MUST_NOT_LOAD if m == bad or m.startswith(bad + ".")
+    )
+    assert heavy == [], f"an idle agent loads {heavy}"

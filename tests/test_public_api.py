@@ -12,6 +12,7 @@ PUBLIC = {
     "fleetcast.artifact": {
         "FRAME_SIZE",
         "ArtifactReader",
+        "Encryption",
         "PayloadDecoder",
         "PayloadEntry",
         "PayloadSource",
@@ -20,6 +21,7 @@ PUBLIC = {
         "decode_payload",
         "payload_member_name",
         "read_manifest",
+        "resume_offset",
         "verify_artifact",
     },
     "fleetcast.delta": {

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from fleetcast.agent.atomicfile import write_atomic
 from fleetcast.agent.journal import (
+    MAX_QUEUED_REPORTS,
     AddressedReport,
     Journal,
     JournalState,
@@ -32,8 +34,8 @@ def test_round_trip(tmp_path: Path, artifact_v2: BuiltArtifact) -> None:
         update=UpdateInProgress(
             _offer(artifact_v2), "b", "a", resume=ResumePoint(1536, 100, 200, '"etag"')
         ),
-        pending_report=AddressedReport("dep-1", StatusReport(DeviceUpdateStatus.DOWNLOADING)),
-    ).logged("hello", max_lines=5)
+    ).queued(AddressedReport("dep-1", StatusReport(DeviceUpdateStatus.DOWNLOADING)))
+    state = state.logged("hello", max_lines=5)
     journal = Journal(tmp_path)
     journal.save(state)
     loaded = journal.load()
@@ -134,3 +136,124 @@ def test_in_place_fields_round_trip_and_default(tmp_path: Path, artifact_v2: Bui
     raw["update"]["switched"] = "conf"
     write_atomic(tmp_path / "journal.json", json.dumps(raw).encode())
     assert journal.load().phase is Phase.IDLE and "switched" in (journal.problem or "")
+
+
+def _addressed(
+    status: str, progress: int | None = None, deployment: str = "dep-1"
+) -> AddressedReport:
+    return AddressedReport(deployment, StatusReport(DeviceUpdateStatus(status), progress))
+
+
+def test_reports_queue_in_order_with_growing_seq(tmp_path: Path) -> None:
+    """Reports the server has not taken yet wait in the journal, oldest first, each with
+    the next sequence number; the counter survives a save and keeps growing."""
+    state = JournalState()
+    for status in ("downloading", "installing", "rebooting"):
+        state = state.queued(_addressed(status))
+    journal = Journal(tmp_path)
+    journal.save(state)
+    loaded = journal.load()
+    assert [(r.report.status.value, r.report.seq) for r in loaded.reports] == [
+        ("downloading", 1),
+        ("installing", 2),
+        ("rebooting", 3),
+    ]
+    assert loaded.report_seq == 3
+    assert loaded.queued(_addressed("success")).reports[-1].report.seq == 4
+
+
+def test_journal_with_a_single_pending_report_loads_as_a_one_report_queue(
+    tmp_path: Path,
+) -> None:
+    """A journal written by the agent before the queue (``pending_report``, no seq, no
+    counter) loads: its report is the queue's only one, sent without a seq, and the
+    counter starts at zero."""
+    old = {
+        "format": 1,
+        "phase": "idle",
+        "update": None,
+        "log": ["2026-01-01T00:00:00Z committed slot b"],
+        "pending_report": {
+            "deployment_id": "dep-7",
+            "report": {
+                "status": "success",
+                "progress": 100,
+                "message": "",
+                "log_tail": [],
+                "rolled_back": False,
+            },
+        },
+        "last_report": {
+            "deployment_id": "dep-7",
+            "report": {"status": "rebooting", "progress": None, "message": "", "log_tail": []},
+        },
+    }
+    journal = Journal(tmp_path)
+    write_atomic(journal.path, json.dumps(old).encode())
+    state = journal.load()
+    assert journal.problem is None
+    assert state.reports == (
+        AddressedReport("dep-7", StatusReport(DeviceUpdateStatus.SUCCESS, progress=100)),
+    )
+    assert state.last_report == AddressedReport("dep-7", StatusReport(DeviceUpdateStatus.REBOOTING))
+    assert state.report_seq == 0 and state.unrecognized_fields == {}
+    journal.save(state)
+    saved = json.loads(journal.path.read_text())
+    assert "pending_report" not in saved and len(saved["reports"]) == 1
+    assert journal.load() == state
+    old["pending_report"] = None
+    write_atomic(journal.path, json.dumps(old).encode())
+    assert journal.load().reports == ()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("reports", {"x": 1}), ("reports", [{"report": {}}]), ("report_seq", -1)]
+)
+def test_malformed_queue_is_a_corrupt_journal(tmp_path: Path, key: str, value: object) -> None:
+    journal = Journal(tmp_path)
+    write_atomic(journal.path, json.dumps({**JournalState().to_dict(), key: value}).encode())
+    assert journal.load() == JournalState()
+    assert journal.problem is not None and "corrupt" in journal.problem
+
+
+def test_full_queue_collapses_progress_but_keeps_every_status_change() -> None:
+    """A server away for long: the queue stays bounded. Progress-only reports of one
+    status collapse to the first (the status change) and the latest progress; every
+    status change and the final report stay, in order."""
+    state = JournalState().queued(_addressed("downloading", 0))
+    for percent in range(1, 60):
+        state = state.queued(_addressed("downloading", percent))
+    for status in ("installing", "rebooting"):
+        state = state.queued(_addressed(status))
+    state = state.queued(_addressed("success", 100))
+    assert len(state.reports) <= MAX_QUEUED_REPORTS
+    steps = [(r.report.status.value, r.report.progress) for r in state.reports]
+    assert steps[0] == ("downloading", 0)
+    assert steps[-4:] == [
+        ("downloading", 59),
+        ("installing", None),
+        ("rebooting", None),
+        ("success", 100),
+    ]
+    assert [s for s, _ in steps if s != "downloading"] == ["installing", "rebooting", "success"]
+    seqs = [r.report.seq for r in state.reports]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert state.report_seq == 63
+
+
+def test_queue_below_the_bound_keeps_every_report() -> None:
+    state = JournalState()
+    for percent in (10, 20, 30):
+        state = state.queued(_addressed("downloading", percent))
+    assert [r.report.progress for r in state.reports] == [10, 20, 30]
+
+
+def test_requeued_report_keeps_its_seq_and_dropping_a_deployment_keeps_the_rest() -> None:
+    state = JournalState().queued(_addressed("success", 100, "dep-1"))
+    final = state.reports[0]
+    state = replace(state, reports=(), last_report=final).queued(
+        _addressed("downloading", 0, "dep-2")
+    )
+    again = state.requeued(final)
+    assert again.reports[-1] == final and again.report_seq == state.report_seq == 2
+    assert again.without_reports_for("dep-2").reports == (final,)

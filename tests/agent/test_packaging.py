@@ -18,6 +18,7 @@ from fleetcast.agent.config import (
     HealthConfig,
     InstallerConfig,
     ModulesConfig,
+    TrustConfig,
 )
 from tests.agent.boards import PACKAGING
 
@@ -53,6 +54,7 @@ def test_example_documents_every_option() -> None:
         "limits": {f.name for f in fields(AgentLimits)},
         "reboot": {"command"},
         "slots": {"a", "b"},
+        "trust": {f.name for f in fields(TrustConfig)},
     }
     for section, names in sections.items():
         assert names <= _mentioned(text, section), (section, names - _mentioned(text, section))

@@ -239,6 +239,33 @@ def test_unreachable_server_is_retried(
     assert drive(device, api)[-1] is StepResult.UPDATED
 
 
+def test_reports_missed_across_the_trial_boot_are_sent_in_order_with_growing_seq(
+    device: SimulatedDevice, api: FakeApi, v11: BuiltArtifact
+) -> None:
+    """The server goes away once the trial is armed and stays away through the trial
+    boot and the commit: the agent keeps ``rebooting`` and ``success`` queued, and once
+    the server is back it sends both, oldest first, each with a higher seq than any
+    report before it."""
+    api.offer(v11)
+
+    def server_goes_away(name: str) -> None:
+        if name == "armed":
+            api.unreachable = True
+
+    agent = Agent(device.config, client=api, on_transition=server_goes_away)
+    assert agent.step() is StepResult.REBOOT_REQUIRED
+    device.power_cycle()
+    assert Agent(device.config, client=api).step() is StepResult.UPDATED
+    assert api.statuses()[-1] == "installing"
+    api.unreachable = False
+    assert Agent(device.config, client=api).step() is StepResult.IDLE
+    assert api.statuses()[0] == "downloading"
+    assert api.statuses()[-3:] == ["installing", "rebooting", "success"]
+    seqs = [report.seq for _, report in api.reports]
+    assert None not in seqs and seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert Journal(device.config.state_dir).load().reports == ()
+
+
 def _normal_run_transitions(
     make: Callable[[], SimulatedDevice], artifact: BuiltArtifact
 ) -> list[str]:

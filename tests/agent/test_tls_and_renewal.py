@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ssl
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -14,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleetcast.agent import AgentConfig, DeviceClient, SimulatedDevice
-from fleetcast.agent.client import tls_context
+from fleetcast.agent.client import system_tls_context, tls_context
 from fleetcast.exceptions import ServerResponseError, TransportError, UsageError
 from fleetcast.server import Settings
 from fleetcast.server.devtls import DevTls, ensure_dev_tls
@@ -88,6 +89,43 @@ def test_a_wrong_ca_is_a_clear_transport_error(
         pytest.raises(TransportError, match="system trust store"),
     ):
         client.authenticate()
+
+
+def _hashed_ca_dir(path: Path, *certs: Path) -> Path:
+    """A CA directory as ``openssl rehash`` lays one out (``<subject hash>.0``)."""
+    path.mkdir()
+    for i, cert in enumerate(certs):
+        (path / f"cert{i}.pem").write_bytes(cert.read_bytes())
+    subprocess.run(["openssl", "rehash", str(path)], check=True)
+    return path
+
+
+def test_without_a_pin_the_system_store_is_read_from_its_hashed_directory(
+    https_server: ServerThread,
+    tls: DevTls,
+    tmp_path: Path,
+    config: AgentConfig,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no ``ca_bundle`` the agent trusts the system CAs, looked up lazily in the
+    hashed directory (a bundle file would be parsed whole into memory): a server whose
+    CA is in that directory verifies, one whose CA is not is refused."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.setenv("SSL_CERT_DIR", str(_hashed_ca_dir(tmp_path / "certs", tls.ca_cert)))
+    context = system_tls_context()
+    assert context.cert_store_stats()["x509_ca"] == 0  # nothing parsed up front
+    token = _enrollment_token(https_server, ssl.create_default_context(cafile=tls.ca_cert))
+    system = dataclasses.replace(config, server_url=https_server.url, enrollment_token=token)
+    with closing(DeviceClient(system, Ed25519PrivateKey.generate())) as client:
+        assert client.authenticate().device_id
+
+    other = ensure_dev_tls(tmp_path / "other")
+    monkeypatch.setenv("SSL_CERT_DIR", str(_hashed_ca_dir(tmp_path / "others", other.ca_cert)))
+    with (
+        closing(DeviceClient(system, Ed25519PrivateKey.generate(), sleep=lambda _: None)) as c,
+        pytest.raises(TransportError, match="TLS certificate does not verify"),
+    ):
+        c.authenticate()
 
 
 def test_an_unusable_ca_bundle_is_a_usage_error(tmp_path: Path, config: AgentConfig) -> None:

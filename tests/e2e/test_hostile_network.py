@@ -69,22 +69,15 @@ def hostile_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerT
 
 
 def _history_ok(states: list[str]) -> bool:
-    """Exactly one terminal state, last; before it only progress states.
+    """Exactly one terminal state, last; before it each progress state at most once, in order.
 
-    Stricter would be "each state at most once, in order", and that is what
-    happens almost always. Under SQLite write contention, though, a progress
-    report whose client already gave up can commit after a later report (seen
-    once in 150 seeds: downloading, installing, rebooting, downloading,
-    success); the server has no sequence number to refuse the stale one
-    (docs/reliability.md, known issues). Such histories are counted, not hidden.
+    A progress report whose client already gave up can still reach the server
+    after a later one (a stalled connection delivered late); the report's
+    ``seq`` makes the server ignore it (docs/reliability.md), so the history
+    never goes backwards.
     """
     *steps, last = states
-    return last in ("success", "failure") and all(s in ORDER for s in steps)
-
-
-def _in_order(states: list[str]) -> bool:
-    steps = states[:-1]
-    return steps == [s for s in ORDER if s in steps]
+    return last in ("success", "failure") and steps == [s for s in ORDER if s in steps]
 
 
 @pytest.mark.parametrize("batch", range(BATCHES))
@@ -186,8 +179,6 @@ def test_updates_over_a_hostile_network_complete_or_fail_cleanly(
         history = admin.get(f"/devices/{ids[seed]}/history")["items"]
         states = [e["state"] for e in history if e.get("deployment_id") == deployment["id"]]
         assert _history_ok(states), f"seed {seed}: history {states}"
-        if not _in_order(states):
-            TOTALS["history with a late stale report"] += 1
     injected: collections.Counter[str] = collections.Counter()
     for proxy in proxies.values():
         injected.update(proxy.injected)

@@ -126,6 +126,27 @@ async def test_denied_token_management_is_recorded_and_every_scope_can_read(
         assert (await server.admin.delete("/api/v1/audit")).status_code == 405
 
 
+async def test_a_change_refused_to_a_read_only_token_is_recorded(server: Server) -> None:
+    """A wall-screen token that tries to abort a rollout is refused, and the attempt is
+    in the log under its name: misuse of a leaked read-only credential is visible."""
+    created = await server.admin.post(
+        "/api/v1/tokens", json={"name": "wall screen", "scope": "read-only"}
+    )
+    transport = httpx.ASGITransport(app=server.app)
+    async with httpx.AsyncClient(
+        transport=transport,
+        base_url=BASE,
+        headers={"Authorization": f"Bearer {created.json()['token']}"},
+    ) as viewer:
+        refused = await viewer.post("/api/v1/deployments/d-123/abort")
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "forbidden"
+        assert (await viewer.get("/api/v1/devices")).status_code == 200  # reads stay open
+    (event,) = await _audit(server, actor="wall screen")
+    assert event["action"] == "deployments.abort" and event["target_id"] == "d-123"
+    assert event["outcome"] == "forbidden" and event["status_code"] == 403
+
+
 async def test_paging_and_filters(server: Server) -> None:
     for i in range(5):
         response = await server.admin.post(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from typing import Any
+
+import pytest
 
 from fleetcast.core.wire import Inventory, UpdateOffer
 from tests.factories import BuiltArtifact
@@ -134,3 +137,97 @@ async def test_download_needs_a_device_token_and_a_known_artifact(
     assert anonymous.status_code == 401
     missing = await device.get("/artifacts/nope/download")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+async def _member(server: Server, deployment_id: str) -> dict[str, Any]:
+    members = await server.admin.get(f"/api/v1/deployments/{deployment_id}/devices")
+    [member] = members.json()["items"]
+    result: dict[str, Any] = member
+    return result
+
+
+async def _states(server: Server, device_id: str) -> list[str]:
+    history = await server.admin.get(f"/api/v1/devices/{device_id}/history")
+    return [e["state"] for e in history.json()["items"] if e["kind"] == "status"]
+
+
+async def test_a_report_overtaken_by_a_newer_seq_is_ignored(
+    server: Server, artifact: BuiltArtifact
+) -> None:
+    """Requests of one device arrive out of order (a client gave up on a slow request,
+    retried and moved on; the old request lands later): the late one is answered 204
+    like a repeat and changes nothing, neither the progress nor the history; the device's
+    newer reports are recorded as usual."""
+    [device] = await server.fleet(1)
+    assert device.device_id is not None
+    deployment = await server.deploy((await server.upload(artifact))["id"])
+    assert await device.offer() is not None
+    dep = deployment["id"]
+    for status, seq, progress in [("downloading", 1, 0), ("downloading", 3, 60)]:
+        assert (await device.report(dep, status, seq=seq, progress=progress)).status_code == 204
+    late = await device.report(dep, "downloading", seq=2, progress=30)
+    assert late.status_code == 204
+    assert (await _member(server, dep))["progress"] == 60
+    assert (await device.report(dep, "installing", seq=4, progress=100)).status_code == 204
+    for seq in (2, 4):  # late, and an exact repeat of the last one
+        assert (await device.report(dep, "downloading", seq=seq)).status_code == 204
+    member = await _member(server, dep)
+    assert (member["state"], member["progress"]) == ("installing", 100)
+    assert await _states(server, device.device_id) == ["downloading", "installing"]
+    for status, seq in [("rebooting", 5), ("success", 6)]:
+        assert (await device.report(dep, status, seq=seq)).status_code == 204
+    assert await _states(server, device.device_id) == [
+        "downloading",
+        "installing",
+        "rebooting",
+        "success",
+    ]
+    assert (await _member(server, dep))["state"] == "success"
+
+
+async def test_reports_without_seq_and_final_reports_are_not_held_back(
+    server: Server, artifact: BuiltArtifact
+) -> None:
+    """An agent from before ``seq`` (and the compatibility APIs) is recorded in arrival
+    order as always. A final report is never ignored for its seq: it is a device's last
+    word in a deployment, and a device that lost its journal (and its counter) must
+    still be able to finish."""
+    [device] = await server.fleet(1)
+    assert device.device_id is not None
+    deployment = await server.deploy((await server.upload(artifact))["id"])
+    assert await device.offer() is not None
+    dep = deployment["id"]
+    assert (await device.report(dep, "downloading", seq=40)).status_code == 204
+    assert (await device.report(dep, "installing")).status_code == 204  # no seq
+    assert (await device.report(dep, "rebooting", seq=41)).status_code == 204
+    assert (await device.report(dep, "success", seq=3)).status_code == 204  # counter reset
+    assert await _states(server, device.device_id) == [
+        "downloading",
+        "installing",
+        "rebooting",
+        "success",
+    ]
+    again = await device.report(dep, "success", seq=3)
+    assert again.status_code == 204
+    assert await _states(server, device.device_id) == [
+        "downloading",
+        "installing",
+        "rebooting",
+        "success",
+    ]
+    conflict = await device.report(dep, "failure", seq=1)
+    assert conflict.status_code == 409
+    assert conflict.json()["error"]["code"] == "status_conflict"
+
+
+@pytest.mark.parametrize("seq", [-1, 2**63, "7", True, 1.5])
+async def test_invalid_seq_is_422(server: Server, artifact: BuiltArtifact, seq: object) -> None:
+    [device] = await server.fleet(1)
+    deployment = await server.deploy((await server.upload(artifact))["id"])
+    response = await server.http.post(
+        f"/api/device/v1/deployments/{deployment['id']}/status",
+        json={"status": "downloading", "seq": seq},
+        headers=device.headers,
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "validation_error"

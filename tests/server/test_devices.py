@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from tests.factories import BuiltArtifact
 from tests.server.harness import Server
 
@@ -87,3 +89,28 @@ async def test_rejecting_a_device_ends_its_rollout(server: Server, artifact: Bui
     await keep.install(dep)
     done = await server.wait_for_deployment(dep, lambda d: d["status"] == "completed")
     assert done["counts"] == {"success": 1, "aborted": 1}
+
+
+async def test_an_operator_replaces_a_device_key(server: Server) -> None:
+    """A device is re-flashed with a new identity key: the operator registers the new
+    public key, the device signs in with it and keeps its id and tags, and the old key
+    is refused from then on."""
+    [device] = await server.fleet(1, tags=("lab",))
+    old_key = device.key
+    device.key = Ed25519PrivateKey.generate()
+    assert (await device.auth()).json()["error"]["code"] == "key_mismatch"
+    url = f"/api/v1/devices/{device.device_id}/public-key"
+    replaced = await server.admin.put(url, json={"public_key": device.public_pem})
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["status"] == "accepted" and replaced.json()["tags"] == ["lab"]
+    assert (await device.login()).device_id == device.device_id
+    device.key = old_key
+    assert (await device.auth()).json()["error"]["code"] == "key_mismatch"
+    history = (await server.admin.get(f"/api/v1/devices/{device.device_id}/history")).json()
+    assert "identity key replaced" in history["items"][-1]["message"]
+    bad = await server.admin.put(url, json={"public_key": "not a key"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "validation_error"
+    missing = await server.admin.put(
+        "/api/v1/devices/nope/public-key", json={"public_key": device.public_pem}
+    )
+    assert missing.status_code == 404

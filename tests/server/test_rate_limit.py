@@ -8,6 +8,7 @@ import pytest
 
 from fleetcast.server import Settings
 from fleetcast.server.ratelimit import TokenBuckets
+from tests.server.compat.helpers import DdiDevice, MenderDevice, ddi_device
 from tests.server.harness import Server, running_server
 
 
@@ -88,3 +89,31 @@ async def test_one_address_is_limited_across_identities(limited: Server) -> None
     assert refused.status_code == 429 and "address" in refused.json()["error"]["message"]
     # Device requests with a token are not limited: only authentication is.
     assert (await limited.admin.get("/api/v1/devices")).status_code == 200
+
+
+async def test_wrong_ddi_tokens_use_up_the_address_budget(limited: Server) -> None:
+    """A hawkBit client guessing TargetTokens is answered 429 after the address's budget
+    (5 here); the same device's correct polls before that were never counted."""
+    _, device = await ddi_device(limited, "ctrl-1")
+    for _ in range(10):
+        assert (await device.get()).status_code == 200, "correct tokens cost nothing"
+    guesser = DdiDevice(limited.http, "ctrl-1", "not-the-token")
+    answers = [(await guesser.get()).status_code for _ in range(6)]
+    assert answers == [401] * 5 + [429]
+    refused = await device.get()
+    assert refused.status_code == 429, "the address is out of attempts for a while"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.json()["error"]["code"] == "rate_limited"
+
+
+async def test_mender_auth_requests_share_the_auth_limits(limited: Server) -> None:
+    """Mender's auth_requests count like POST /auth: per identity, then per address."""
+    device = MenderDevice(limited.http, {"mac": "00:11:22:33:44:55"}, key_kind="ed25519")
+    answers = [(await device.auth()).status_code for _ in range(3)]
+    assert answers == [401, 401, 429], "pending twice, then the identity's budget is gone"
+    others = [
+        (await MenderDevice(limited.http, {"mac": f"mac-{i}"}, key_kind="ed25519").auth())
+        for i in range(3)
+    ]
+    assert [r.status_code for r in others] == [401, 401, 429], "5 from this address in all"
+    assert "address" in others[-1].json()["error"]["message"]

@@ -17,20 +17,62 @@ the server.
 
 from __future__ import annotations
 
-from fleetcast.agent.bootloader import Bootloader, SimulatedUBoot, simulate_boot
-from fleetcast.agent.client import DeviceApi, DeviceClient, HttpByteSource, NextUpdate
-from fleetcast.agent.config import (
-    AgentConfig,
-    AgentLimits,
-    BootloaderConfig,
-    HealthConfig,
-    RebootConfig,
-    SlotsConfig,
-)
-from fleetcast.agent.install import ByteSource, ByteStream, FileByteSource, Installer
-from fleetcast.agent.journal import Journal, JournalState, Phase
-from fleetcast.agent.runner import TRANSITIONS, Agent, StepResult, run_agent
-from fleetcast.agent.simulated import SimulatedDevice
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from fleetcast.agent.bootloader import Bootloader, SimulatedUBoot, simulate_boot
+    from fleetcast.agent.client import DeviceApi, DeviceClient, HttpByteSource, NextUpdate
+    from fleetcast.agent.config import (
+        AgentConfig,
+        AgentLimits,
+        BootloaderConfig,
+        HealthConfig,
+        RebootConfig,
+        SlotsConfig,
+    )
+    from fleetcast.agent.install import ByteSource, ByteStream, FileByteSource, Installer
+    from fleetcast.agent.journal import Journal, JournalState, Phase
+    from fleetcast.agent.runner import TRANSITIONS, Agent, StepResult, run_agent
+    from fleetcast.agent.simulated import SimulatedDevice
+
+# Public name -> defining module. Imported on first use (PEP 562): an idle
+# agent must not pay for the artifact reader, zstd and the installers.
+_EXPORTS: dict[str, str] = {
+    "Bootloader": "bootloader",
+    "SimulatedUBoot": "bootloader",
+    "simulate_boot": "bootloader",
+    "DeviceApi": "client",
+    "DeviceClient": "client",
+    "HttpByteSource": "client",
+    "NextUpdate": "client",
+    "AgentConfig": "config",
+    "AgentLimits": "config",
+    "BootloaderConfig": "config",
+    "HealthConfig": "config",
+    "RebootConfig": "config",
+    "SlotsConfig": "config",
+    "ByteSource": "install",
+    "ByteStream": "install",
+    "FileByteSource": "install",
+    "Installer": "install",
+    "Journal": "journal",
+    "JournalState": "journal",
+    "Phase": "journal",
+    "TRANSITIONS": "runner",
+    "Agent": "runner",
+    "StepResult": "runner",
+    "run_agent": "runner",
+    "SimulatedDevice": "simulated",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fleetcast.agent' has no attribute {name!r}")
+    return getattr(_importlib.import_module(f"fleetcast.agent.{module}"), name)
+
 
 __all__ = [
     "TRANSITIONS",
@@ -59,3 +101,7 @@ __all__ = [
     "run_agent",
     "simulate_boot",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

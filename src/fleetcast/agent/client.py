@@ -38,19 +38,25 @@ dropping the bearer token.
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
 import ssl
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleetcast.agent.config import AgentConfig
-from fleetcast.agent.install import ByteSource
 from fleetcast.core.signing import public_key_to_pem
+
+if TYPE_CHECKING:
+    # Types only: the install machinery loads when an update starts, not at idle.
+    from fleetcast.agent.install import ByteSource
 from fleetcast.core.wire import (
     AuthRequest,
     AuthResponse,
@@ -109,6 +115,19 @@ class DeviceApi(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class TrustApi(Protocol):
+    """The device-API calls of TUF mode (ADR 0008); :class:`DeviceClient` implements them."""
+
+    device_id: str | None
+
+    def bearer_token(self) -> str: ...
+
+    def tuf_nonce(self) -> str: ...
+
+    def send_version_report(self, report: dict[str, Any]) -> None: ...
+
+
 def backoff_delay(attempt: int, *, base: float, cap: float, rng: Callable[[], float]) -> float:
     """Exponential backoff with jitter: ``min(cap, base * 2**(attempt-1))``, times 0.5..1.
 
@@ -127,14 +146,52 @@ def tls_context(config: AgentConfig) -> ssl.SSLContext:
     Raises:
         UsageError: ``ca_bundle`` is missing or holds no certificate.
     """
-    if config.ca_bundle is None:
-        return ssl.create_default_context()
+    return pinned_tls_context(config.ca_bundle)
+
+
+def pinned_tls_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    """:func:`tls_context` for a ``ca_bundle`` alone (the TUF child process has no config).
+
+    Raises:
+        UsageError: ``ca_bundle`` is missing or holds no certificate.
+    """
+    if ca_bundle is None:
+        return system_tls_context()
     try:
-        context = ssl.create_default_context(cafile=str(config.ca_bundle))
+        context = ssl.create_default_context(cafile=str(ca_bundle))
     except (OSError, ssl.SSLError) as e:
-        raise UsageError(f"ca_bundle {config.ca_bundle}: no usable certificate ({e})") from e
+        raise UsageError(f"ca_bundle {ca_bundle}: no usable certificate ({e})") from e
     context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
     return context
+
+
+_HASHED_NAME: Final = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")
+
+
+def system_tls_context() -> ssl.SSLContext:
+    """Verification against the system's trust store, loaded lazily when possible.
+
+    OpenSSL parses a CA bundle *file* whole into memory (about 2.5 MB for
+    Debian's), but looks certificates up one at a time in a hashed CA
+    *directory* (``/etc/ssl/certs``). Both hold the same trust store, so the
+    directory is used when it is hashed and ``SSL_CERT_FILE`` does not name a
+    file instead: it keeps the idle agent small (docs/agent.md).
+    """
+    paths = ssl.get_default_verify_paths()
+    capath = paths.capath
+    if capath and not os.environ.get(paths.openssl_cafile_env) and _is_hashed_dir(capath):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies peer and host name
+        context.load_verify_locations(capath=capath)
+        return context
+    return ssl.create_default_context()
+
+
+def _is_hashed_dir(path: str) -> bool:
+    try:
+        with os.scandir(path) as entries:
+            return any(_HASHED_NAME.match(entry.name) for entry in entries)
+    except OSError:
+        return False
 
 
 def _cert_error(error: BaseException) -> ssl.SSLCertVerificationError | None:
@@ -204,7 +261,8 @@ class DeviceClient:
         #: Wall-clock time from which the token is renewed, and when it expires.
         self._renew_at = 0.0
         self._expires_at = 0.0
-        verify = tls_context(config) if config.server_url.startswith("https://") else True
+        # Also for an http:// server: redirects and presigned download URLs may be https.
+        verify = tls_context(config)
         try:
             self._http = httpx.Client(
                 base_url=config.server_url,
@@ -473,6 +531,42 @@ class DeviceClient:
         """
         self._call("POST", f"/deployments/{deployment_id}/status", body=report.to_dict())
 
+    def bearer_token(self) -> str:
+        """A valid bearer token (signing in or renewing first when needed).
+
+        The TUF child process fetches metadata with it (:mod:`fleetcast.agent.trust`).
+
+        Raises:
+            TransportError: the server cannot be reached (ServerResponseError: refused).
+        """
+        return self._ensure_token()
+
+    def tuf_nonce(self) -> str:
+        """``POST /tuf/nonce``: a fresh single-use nonce for the next version report.
+
+        Raises:
+            TransportError: the server cannot be reached (ServerResponseError: refused).
+            ValidationError: the answer is not ``{"nonce": "<hex>"}``.
+        """
+        _, data = self._call("POST", "/tuf/nonce", ok=(200,))
+        try:
+            nonce = json.loads(data).get("nonce")
+        except (ValueError, RecursionError, AttributeError) as e:
+            raise ValidationError("POST /tuf/nonce: answer is not a JSON object") from e
+        if not isinstance(nonce, str) or not re.fullmatch(r"[0-9a-f]{16,128}", nonce):
+            raise ValidationError("POST /tuf/nonce: answer has no hex 'nonce'")
+        return nonce
+
+    def send_version_report(self, report: dict[str, Any]) -> None:
+        """``POST /tuf/version-report`` with a signed version report.
+
+        Raises:
+            ServerResponseError: 409 ``stale_nonce`` (another nonce was issued
+                since), 422 (the signature does not verify), or another refusal.
+            TransportError: the server cannot be reached.
+        """
+        self._call("POST", "/tuf/version-report", body=report)
+
     def artifact_source(self, offer: UpdateOffer) -> HttpByteSource:
         """The offer's artifact as a resumable :class:`ByteSource`."""
         return HttpByteSource(self, offer.download_url, offer.artifact_size)
@@ -652,7 +746,9 @@ __all__ = [
     "HttpByteSource",
     "HttpByteStream",
     "NextUpdate",
+    "TrustApi",
     "backoff_delay",
+    "pinned_tls_context",
     "retry_after_seconds",
     "tls_context",
 ]

@@ -45,6 +45,25 @@ authorities (or the server's own certificate) an ``https`` server must
 present a certificate from; only those are trusted. Without it an ``https``
 server is checked against the system's trust store.
 
+``[trust]`` (optional) turns on TUF verification of every offer (ADR 0008,
+:mod:`fleetcast.agent.trust`): ``image_root`` and ``director_root`` are the
+initial root metadata files of the image and director repositories shipped
+on the device; ``refresh_interval`` (seconds, default 3600) is how often an
+idle agent refreshes them and sends a signed version report. With it,
+``trusted_keys`` may be empty (the vendor's TUF targets keys then vouch for
+every manifest)::
+
+    [trust]
+    image_root = "/etc/fleetcast/tuf/image-root.json"
+    director_root = "/etc/fleetcast/tuf/director-root.json"
+    refresh_interval = 3600
+
+``decryption_keys`` (top level, optional) lists device-group X25519 private
+keys (PKCS#8 PEM, from ``fleetcast keys generate --kind x25519``) for
+encrypted payloads wrapped for a group (ADR 0008); the device's own X25519
+key (``<state_dir>/device-x25519.key``) is always used as well, e.g.
+``decryption_keys = ["/etc/fleetcast/acme-gw-group.key"]``.
+
 ``files_roots`` (top level, optional) restricts where ``files`` payloads
 may install: each payload's ``dest`` must lie strictly inside one of these
 absolute directories. Without it (the default) any absolute ``dest`` is
@@ -221,6 +240,29 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class TrustConfig:
+    """TUF verification of offers (table ``[trust]``; ADR 0008, :mod:`fleetcast.agent.trust`).
+
+    Attributes:
+        image_root: initial root metadata of the image repository (shipped on
+            the device; the trust anchor: newer roots are reached through the
+            signed root chain and cached under ``<state_dir>/tuf/image``).
+        director_root: initial root metadata of the director repository.
+        refresh_interval: seconds between two refreshes (and signed version
+            reports) of an idle agent; an offer always refreshes first.
+    """
+
+    image_root: Path | None = None
+    director_root: Path | None = None
+    refresh_interval: float = 3600.0
+
+    @property
+    def tuf(self) -> bool:
+        """Whether offers are verified with TUF (both root files are configured)."""
+        return self.image_root is not None and self.director_root is not None
+
+
+@dataclass(frozen=True)
 class RebootConfig:
     """How a real device reboots (ignored by the simulated bootloader)."""
 
@@ -251,6 +293,13 @@ class AgentConfig:
     installer: InstallerConfig = field(default_factory=InstallerConfig)
     modules: ModulesConfig = field(default_factory=ModulesConfig)
     ca_bundle: Path | None = None
+    trust: TrustConfig | None = None
+    decryption_keys: tuple[Path, ...] = ()
+
+    @property
+    def tuf(self) -> bool:
+        """Whether offers are verified with TUF (``[trust]`` names both root files)."""
+        return self.trust is not None and self.trust.tuf
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -297,6 +346,8 @@ class AgentConfig:
             "installer",
             "modules",
             "ca_bundle",
+            "trust",
+            "decryption_keys",
         )
         server_url = top.string("server_url")
         if not server_url.startswith(("http://", "https://")):
@@ -315,8 +366,13 @@ class AgentConfig:
             raise ValidationError("mqtt_url must start with mqtt:// or mqtts://")
         mqtt_topic_prefix = top.opt_string("mqtt_topic_prefix") or "fleetcast"
         trusted = top.paths("trusted_keys")
-        if not trusted:
-            raise ValidationError("trusted_keys must list at least one vendor public key")
+        has_trust = "trust" in top.keys()  # noqa: SIM118 (a _Table, not a dict)
+        trust = _trust(top.table("trust", required=False)) if has_trust else None
+        if not trusted and not (trust is not None and trust.tuf):
+            raise ValidationError(
+                "trusted_keys must list at least one vendor public key "
+                "(it may be empty only with TUF: [trust] image_root and director_root)"
+            )
 
         state_dir = top.path("state_dir")
         bootloader = _bootloader(top.table("bootloader"), state_dir)
@@ -373,6 +429,10 @@ class AgentConfig:
             installer=installer,
             modules=modules,
             ca_bundle=top.opt_path("ca_bundle"),
+            trust=trust,
+            decryption_keys=tuple(top.paths("decryption_keys"))
+            if "decryption_keys" in top.keys()  # noqa: SIM118 (a _Table, not a dict)
+            else (),
         )
 
     def to_toml(self) -> str:
@@ -391,6 +451,9 @@ class AgentConfig:
             lines.append(f"ca_bundle = {_q(str(self.ca_bundle))}")
         if self.files_roots:
             lines.append(f"files_roots = [{', '.join(_q(str(p)) for p in self.files_roots)}]")
+        if self.decryption_keys:
+            keys = ", ".join(_q(str(p)) for p in self.decryption_keys)
+            lines.append(f"decryption_keys = [{keys}]")
         if self.mqtt_url is not None:
             lines.append(f"mqtt_url = {_q(self.mqtt_url)}")
             lines.append(f"mqtt_topic_prefix = {_q(self.mqtt_topic_prefix)}")
@@ -424,6 +487,13 @@ class AgentConfig:
         for key in ("systemd", "allow_degraded", "server"):
             lines.append(f"{key} = {'true' if getattr(health, key) else 'false'}")
         lines.append(f"watchdog = {float(health.watchdog)!r}")
+        if self.trust is not None:
+            lines += ["", "[trust]"]
+            for key in ("image_root", "director_root"):
+                value = getattr(self.trust, key)
+                if value is not None:
+                    lines.append(f"{key} = {_q(str(value))}")
+            lines.append(f"refresh_interval = {float(self.trust.refresh_interval)!r}")
         lines += ["", "[reboot]", f"command = {_argv(self.reboot.command)}", "", "[limits]"]
         lines += [f"{f.name} = {getattr(self.limits, f.name)!r}" for f in fields(AgentLimits)]
         return "\n".join(lines) + "\n"
@@ -459,6 +529,18 @@ def _bootloader(boot: _Table, state_dir: Path) -> BootloaderConfig:
         rauc_bootnames=(bootnames[0], bootnames[1]),
         trial_file=state_dir / "rauc-trial.json" if boot_type == "rauc" else None,
         tool_timeout=boot.positive("tool_timeout", BootloaderConfig.tool_timeout),
+    )
+
+
+def _trust(table: _Table) -> TrustConfig:
+    table.only("image_root", "director_root", "refresh_interval")
+    image_root, director_root = table.opt_path("image_root"), table.opt_path("director_root")
+    if (image_root is None) != (director_root is None):
+        raise ValidationError("trust.image_root and trust.director_root go together")
+    return TrustConfig(
+        image_root=image_root,
+        director_root=director_root,
+        refresh_interval=table.positive("refresh_interval", TrustConfig.refresh_interval),
     )
 
 
@@ -649,4 +731,5 @@ __all__ = [
     "ModulesConfig",
     "RebootConfig",
     "SlotsConfig",
+    "TrustConfig",
 ]

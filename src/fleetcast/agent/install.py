@@ -24,6 +24,15 @@ Workflow for one update (the runner journals every step):
    signed manifest. Only then does :meth:`install` return; only then may the
    runner arm the trial boot.
 
+Encrypted payloads (ADR 0008): :meth:`Installer.check_offer` finds the
+content key (:func:`fleetcast.agent.decryption.content_key_for`) before
+anything is downloaded, so a device without a key reports "no key to
+decrypt payload X" and stays as it is. The decoder checks every chunk's tag
+before its plaintext is decompressed, and the signed ``size``/``sha256`` of
+the plaintext as before. Resume points stay zstd frame boundaries in the
+decrypted stream; a resumed download restarts at the start of the encrypted
+chunk that holds the boundary (at most ``chunk_size`` bytes, <= 1 MiB, read again).
+
 An artifact of ``files`` and ``script`` payloads is installed in place, not
 into a slot: :meth:`Installer.stage` streams every payload through a
 :class:`PayloadContent` (bounded and hashed as it is read) into its staging
@@ -40,12 +49,14 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from fleetcast.agent.config import AgentLimits
+from fleetcast.agent.decryption import content_key_for
 from fleetcast.agent.journal import ResumePoint
 from fleetcast.agent.payloads import InPlacePlan
 from fleetcast.agent.slots import SlotContent, SlotWriter, read_slot_prefix
-from fleetcast.artifact import ArtifactReader, PayloadDecoder
+from fleetcast.artifact import ArtifactReader, PayloadDecoder, resume_offset
 from fleetcast.core.manifest import Manifest, Payload
 from fleetcast.core.versions import Version
 from fleetcast.core.wire import UpdateOffer
@@ -244,6 +255,8 @@ class Installer:
         progress: called after every chunk with the bytes written so far.
         files_roots: directories ``files`` payloads may install into (empty: any).
         state_dir: where ``script`` payloads are written before they run.
+        decryption_keys: this device's X25519 keys (its own, then group keys),
+            for encrypted payloads.
     """
 
     def __init__(
@@ -256,8 +269,10 @@ class Installer:
         progress: Callable[[InstallProgress], None] | None = None,
         files_roots: Sequence[Path] = (),
         state_dir: Path | None = None,
+        decryption_keys: Sequence[X25519PrivateKey] = (),
     ) -> None:
         self.device_type = device_type
+        self.decryption_keys = tuple(decryption_keys)
         self.files_roots = tuple(files_roots)
         self.state_dir = state_dir
         self.trusted_keys = trusted_keys
@@ -286,7 +301,9 @@ class Installer:
         Raises:
             IncompatibleError: wrong device type, unmet ``depends``, an
                 unsupported payload type, a ``files`` destination outside
-                ``files_roots``, or a size the signed manifest cannot explain.
+                ``files_roots``, a size the signed manifest cannot explain,
+                or an encrypted payload this device has no key for.
+            IntegrityError: a content key wrapped for this device is tampered.
             ValidationError: a ``files`` payload without a usable ``dest``.
             DowngradeError: older than installed and downgrades not allowed.
         """
@@ -307,6 +324,16 @@ class Installer:
                 f"artifact {manifest.name} {manifest.version}: offered size "
                 f"{offer.artifact_size} is smaller than its signed payloads"
             )
+        self.content_key(offer)
+
+    def content_key(self, offer: UpdateOffer) -> bytes | None:
+        """The offer's content key (None: nothing is encrypted).
+
+        Raises:
+            IncompatibleError: no key of this device can unwrap it.
+            IntegrityError: a wrapped key for this device is tampered or wrong.
+        """
+        return content_key_for(offer.manifest.manifest, offer.wrapped_key, self.decryption_keys)
 
     def plan(self, manifest: Manifest) -> InPlacePlan:
         """Where the payloads of an in-place artifact go.
@@ -361,21 +388,21 @@ class Installer:
             DeviceStateError: the target cannot be written or read back.
         """
         payload = offer.manifest.manifest.payloads[0]
+        key = self.content_key(offer)
         if resume is not None and resume.output > 0:
-            stream = source.open(resume.data_offset + resume.compressed, validator=resume.validator)
-            if stream.offset == resume.data_offset + resume.compressed:
-                self._resume(offer, payload, target, stream, resume)
+            # An encrypted member resumes at the start of the chunk holding the frame boundary.
+            at = resume.data_offset + resume_offset(payload, resume.compressed)
+            stream = source.open(at, validator=resume.validator)
+            if stream.offset == at:
+                self._resume(payload, target, stream, resume, key)
                 return
             if stream.offset != 0:
                 stream.close()
-                raise ArtifactFormatError(
-                    f"source resumed at {stream.offset}, asked for "
-                    f"{resume.data_offset + resume.compressed}"
-                )
+                raise ArtifactFormatError(f"source resumed at {stream.offset}, asked for {at}")
             # The source could not resume (artifact changed): start over on this stream.
         else:
             stream = source.open(0)
-        self._fresh(offer, target, stream)
+        self._fresh(offer, target, stream, key)
 
     def stage(self, offer: UpdateOffer, source: ByteSource, plan: InPlacePlan) -> None:
         """Stream every payload of an in-place artifact into its staging area, verified.
@@ -390,11 +417,12 @@ class Installer:
             TransportError: the download broke off.
             DeviceStateError: the staging area cannot be written.
         """
+        key = self.content_key(offer)
         stream = source.open(0)
         try:
             reader = self._reader(offer, stream)
             for entry, member in reader.payloads():
-                decoder = PayloadDecoder(entry.payload)
+                decoder = PayloadDecoder(entry.payload, content_key=key)
                 content = PayloadContent(member.read, decoder, chunk=self.limits.download_chunk)
                 plan.stage(entry.payload, content)
                 content.drain()
@@ -412,11 +440,13 @@ class Installer:
             )
         return reader
 
-    def _fresh(self, offer: UpdateOffer, target: Path, stream: ByteStream) -> None:
+    def _fresh(
+        self, offer: UpdateOffer, target: Path, stream: ByteStream, key: bytes | None
+    ) -> None:
         try:
             reader = self._reader(offer, stream)
             for entry, member in reader.payloads():
-                decoder = PayloadDecoder(entry.payload)
+                decoder = PayloadDecoder(entry.payload, content_key=key)
                 with SlotWriter(target, offset=0, max_size=entry.payload.size) as slot:
                     self._pump(member.read, decoder, slot, entry.data_offset, stream.validator)
                     decoder.finish()
@@ -426,19 +456,22 @@ class Installer:
 
     def _resume(
         self,
-        offer: UpdateOffer,
         payload: Payload,
         target: Path,
         stream: ByteStream,
         resume: ResumePoint,
+        key: bytes | None,
     ) -> None:
         try:
             decoder = PayloadDecoder(
-                payload, start_compressed=resume.compressed, start_output=resume.output
+                payload,
+                start_compressed=resume.compressed,
+                start_output=resume.output,
+                content_key=key,
             )
             for chunk in read_slot_prefix(target, resume.output, chunk=self.limits.download_chunk):
                 decoder.rehash_output(chunk)
-            limited = _Limited(stream, payload.compressed_size - resume.compressed)
+            limited = _Limited(stream, payload.compressed_size - decoder.compressed)
             with SlotWriter(target, offset=resume.output, max_size=payload.size) as slot:
                 self._pump(limited.read, decoder, slot, resume.data_offset, stream.validator)
                 decoder.finish()

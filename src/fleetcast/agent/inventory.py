@@ -32,7 +32,6 @@ from typing import Final
 from fleetcast.agent.atomicfile import write_atomic
 from fleetcast.agent.slots import SlotContent
 from fleetcast.core.wire import Inventory
-from fleetcast.delta import available_engines
 
 ARTIFACTS_FILE: Final = "artifacts.json"
 ARTIFACTS_FORMAT: Final = 1
@@ -97,6 +96,9 @@ def make_inventory(
     in_place: Mapping[str, str],
 ) -> Inventory:
     """The inventory: the running root file system, then ``artifact.<name>`` attributes."""
+    # Imported here, not at the top: only sending the inventory needs it.
+    from fleetcast.delta import available_engines
+
     return Inventory(
         device_type=device_type,
         artifact_name=running.name if running else None,

@@ -19,9 +19,19 @@ It holds:
   those whose switch has begun (``switched``, written *before* the first
   rename), and the reason of a failure being rolled back (``failure``);
 - ``log``: a bounded tail of what the agent did, sent with a failure report;
-- ``pending_report``: the status report that must still reach the server
-  (re-sent after a crash; the server treats a repeat as a no-op), and
-  ``last_report``: the last one that did.
+- ``reports``: the status reports that must still reach the server, oldest
+  first (a bounded queue, see :meth:`JournalState.queued`), sent in order and
+  each removed only once the server took it (re-sent after a crash; the
+  server treats a repeat as a no-op), and ``last_report``: the last one that
+  did;
+- ``report_seq``: the last report sequence number handed out. Every queued
+  report (and every best-effort progress report) carries the next one, so the
+  server can tell a late, overtaken request from a new report. It is
+  journaled before the report leaves the device, so it never goes back.
+
+Journals written before the queue existed hold one ``pending_report``; it
+loads as a queue of that one report (without a ``seq``, which the server
+accepts as before).
 
 A journal that cannot be read (corrupt, truncated by a broken file system,
 written by an incompatible version) must not brick the device: :meth:`Journal.load`
@@ -41,12 +51,16 @@ from typing import Any, Final
 
 from fleetcast.agent import durable
 from fleetcast.agent.atomicfile import write_atomic
-from fleetcast.agent.slots import SlotContent
+from fleetcast.agent.slots import InstalledTarget, SlotContent
 from fleetcast.core.wire import StatusReport, UpdateOffer
 from fleetcast.exceptions import InvalidDataError, ValidationError
 
 JOURNAL_FILE: Final = "journal.json"
 JOURNAL_FORMAT: Final = 1
+#: Undelivered status reports kept at most. One update queues at most four status
+#: changes (downloading, installing, rebooting, the final one) before the queue must
+#: be empty again for the next offer, so only repeated progress ever needs collapsing.
+MAX_QUEUED_REPORTS: Final = 32
 
 
 class Phase(enum.StrEnum):
@@ -136,6 +150,9 @@ class UpdateInProgress:
     failure: str | None = None
     # The offered delta failed or was refused: only the full artifact from now on.
     delta_abandoned: bool = False
+    # The TUF target the offer was verified against ([trust] on), recorded at commit.
+    # Optional on disk: journals written before ADR 0008 have none.
+    target: InstalledTarget | None = None
 
     @property
     def deployment_id(self) -> str:
@@ -153,6 +170,7 @@ class UpdateInProgress:
             "switched": list(self.switched),
             "failure": self.failure,
             "delta_abandoned": self.delta_abandoned,
+            **({} if self.target is None else {"target": self.target.to_dict()}),
         }
 
     @classmethod
@@ -174,6 +192,9 @@ class UpdateInProgress:
         failure = data.get("failure")
         if failure is not None and not isinstance(failure, str):
             raise ValidationError("journal: failure must be a string")
+        tuf_target = InstalledTarget.from_dict(data.get("target"))
+        if data.get("target") is not None and tuf_target is None:
+            raise ValidationError("journal: target must be {path, sha256, release_counter}")
         return cls(
             offer=UpdateOffer.from_dict(data.get("offer")),
             target_slot=str(target),
@@ -185,6 +206,7 @@ class UpdateInProgress:
             switched=tuple(names["switched"]),
             failure=failure,
             delta_abandoned=data.get("delta_abandoned", False) is True,
+            target=tuf_target,
         )
 
 
@@ -213,8 +235,9 @@ class JournalState:
     phase: Phase = Phase.IDLE
     update: UpdateInProgress | None = None
     log: tuple[str, ...] = ()
-    pending_report: AddressedReport | None = None
+    reports: tuple[AddressedReport, ...] = ()
     last_report: AddressedReport | None = None
+    report_seq: int = 0
     unrecognized_fields: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -229,6 +252,31 @@ class JournalState:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         return replace(self, log=(*self.log, f"{stamp} {line}")[-max_lines:])
 
+    def queued(self, report: AddressedReport) -> JournalState:
+        """Return a copy with ``report`` at the end of the queue, numbered with the next seq.
+
+        Past :data:`MAX_QUEUED_REPORTS` each run of reports of one status that
+        differ only in progress shrinks to its first (the status change) and
+        its last (the latest progress); a status change or a final report is
+        never dropped for that.
+        """
+        seq = self.report_seq + 1
+        entry = AddressedReport(report.deployment_id, replace(report.report, seq=seq))
+        return replace(self, reports=_bounded((*self.reports, entry)), report_seq=seq)
+
+    def requeued(self, report: AddressedReport) -> JournalState:
+        """Return a copy with an already numbered ``report`` queued again, ``seq`` kept.
+
+        For a report the server may have lost: a repeat of the same ``seq`` is
+        a no-op for a server that has it.
+        """
+        return replace(self, reports=_bounded((*self.reports, report)))
+
+    def without_reports_for(self, deployment_id: str) -> JournalState:
+        """Return a copy whose queue holds no report for ``deployment_id`` any more."""
+        kept = tuple(r for r in self.reports if r.deployment_id != deployment_id)
+        return replace(self, reports=kept)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             **self.unrecognized_fields,
@@ -236,10 +284,9 @@ class JournalState:
             "phase": self.phase.value,
             "update": None if self.update is None else self.update.to_dict(),
             "log": list(self.log),
-            "pending_report": None
-            if self.pending_report is None
-            else self.pending_report.to_dict(),
+            "reports": [report.to_dict() for report in self.reports],
             "last_report": None if self.last_report is None else self.last_report.to_dict(),
+            "report_seq": self.report_seq,
         }
 
     @classmethod
@@ -256,20 +303,81 @@ class JournalState:
         log = data.get("log", [])
         if not isinstance(log, list) or not all(isinstance(line, str) for line in log):
             raise ValidationError("journal: log must be a list of strings")
-        update, pending, last = (
-            data.get("update"),
-            data.get("pending_report"),
-            data.get("last_report"),
-        )
-        known = {"format", "phase", "update", "log", "pending_report", "last_report"}
+        update, last = data.get("update"), data.get("last_report")
+        reports = data.get("reports")
+        if reports is None:
+            # Written before the queue: at most one report was pending.
+            pending = data.get("pending_report")
+            reports = [] if pending is None else [pending]
+        if not isinstance(reports, list):
+            raise ValidationError("journal: reports must be a list")
+        seq = data.get("report_seq", 0)
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise ValidationError("journal: report_seq must be a non-negative integer")
+        known = {
+            "format",
+            "phase",
+            "update",
+            "log",
+            "reports",
+            "pending_report",
+            "last_report",
+            "report_seq",
+        }
         return cls(
             phase=phase,
             update=None if update is None else UpdateInProgress.from_dict(update),
             log=tuple(log),
-            pending_report=None if pending is None else AddressedReport.from_dict(pending),
+            reports=tuple(AddressedReport.from_dict(r) for r in reports),
             last_report=None if last is None else AddressedReport.from_dict(last),
+            report_seq=seq,
             unrecognized_fields={k: v for k, v in data.items() if k not in known},
         )
+
+
+def seq_after_loss() -> int:
+    """The report seq to count on from when the journal, and its counter, were lost.
+
+    The server ignores a report whose seq is not above the highest it has
+    recorded for the device in a deployment, so a counter starting again at
+    zero would go unheard until it caught up. The wall clock in milliseconds
+    is above every seq handed out before (at most one report per journal
+    write, far fewer than one per millisecond) if the clock is about right;
+    if it is not, the server still records the final report, which it never
+    ignores for its seq.
+    """
+    return max(0, time.time_ns() // 1_000_000)
+
+
+def _same_step(a: AddressedReport, b: AddressedReport) -> bool:
+    """Whether ``a`` and ``b`` say the same about the same deployment, progress aside."""
+    return a.deployment_id == b.deployment_id and replace(
+        a.report, progress=None, seq=None
+    ) == replace(b.report, progress=None, seq=None)
+
+
+def _bounded(queue: tuple[AddressedReport, ...]) -> tuple[AddressedReport, ...]:
+    """The queue cut to :data:`MAX_QUEUED_REPORTS` (see :meth:`JournalState.queued`)."""
+    if len(queue) <= MAX_QUEUED_REPORTS:
+        return queue
+    # A report between two of the same step only moved the progress, and the
+    # next one moves it further: the server would keep the later value anyway.
+    kept = [
+        report
+        for i, report in enumerate(queue)
+        if not (
+            0 < i < len(queue) - 1
+            and not report.report.status.terminal
+            and _same_step(queue[i - 1], report)
+            and _same_step(report, queue[i + 1])
+        )
+    ]
+    # Only status changes left and still too many: cannot happen while one update
+    # at a time queues at most four. Keep the journal bounded anyway, newest first.
+    while len(kept) > MAX_QUEUED_REPORTS:
+        oldest = next((i for i, r in enumerate(kept) if not r.report.status.terminal), 0)
+        del kept[oldest]
+    return tuple(kept)
 
 
 class Journal:
@@ -316,10 +424,12 @@ class Journal:
 
 __all__ = [
     "JOURNAL_FILE",
+    "MAX_QUEUED_REPORTS",
     "AddressedReport",
     "Journal",
     "JournalState",
     "Phase",
     "ResumePoint",
     "UpdateInProgress",
+    "seq_after_loss",
 ]

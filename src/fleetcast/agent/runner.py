@@ -4,6 +4,9 @@ One :meth:`Agent.step` is one poll cycle. The states, and what the device
 reports to the server on the way (``docs/device-api.md``)::
 
     IDLE --GET /next--> offer
+      | [trust]: signed version report, then the TUF child checks director
+      |   and image repositories agree (fleetcast.agent.trust); unreachable
+      |   -> retry later; refused         -> report failure, IDLE
       | same version as the running slot  -> report already-installed, IDLE
       | bad signature / incompatible /
       |   downgrade refused               -> report failure, IDLE (no slot touched)
@@ -38,8 +41,12 @@ effect is assumed done, and a fresh :class:`Agent` decides what to do from
 the journal phase *and* what the bootloader says (running slot, trial
 armed or not). So a kill or power cut at any transition either resumes the
 update or rolls it back, and the device always has a committed slot to
-boot. Status reports are journaled as ``pending_report`` first and re-sent
-after a crash (the server ignores exact repeats).
+boot. Status reports are queued in the journal first, each numbered with
+the device's next ``seq``, and sent oldest first; each leaves the queue only
+once the server took it, so a report that could not be delivered (the server
+down while the device rebooted) is sent after a crash or reboot, before any
+later one (the server ignores exact repeats and reports overtaken by a newer
+``seq``).
 
 An artifact without a ``rootfs-image`` (only ``files`` and ``script``
 payloads) takes the in-place path instead, without a slot or a reboot:
@@ -69,18 +76,21 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fleetcast.agent.bootloader import Bootloader, make_bootloader, other_slot, simulate_boot
 from fleetcast.agent.client import DeviceApi, DeviceClient, backoff_delay
 from fleetcast.agent.config import AgentConfig
-from fleetcast.agent.delta import install_delta, usable_delta
+from fleetcast.agent.decryption import (
+    X25519_ATTRIBUTE,
+    load_decryption_keys,
+    load_or_create_x25519_key,
+    public_hex,
+)
 from fleetcast.agent.health import check_env, run_configured_checks
 from fleetcast.agent.identity import load_or_create_device_key
-from fleetcast.agent.inplace import advance_in_place, discard_in_place
-from fleetcast.agent.install import Installer, InstallProgress, is_in_place
 from fleetcast.agent.installers import BuiltinWriter, SlotInstaller, make_slot_installer
 from fleetcast.agent.inventory import InstalledVersions, installed_as, make_inventory
 from fleetcast.agent.journal import (
@@ -90,8 +100,8 @@ from fleetcast.agent.journal import (
     Phase,
     ResumePoint,
     UpdateInProgress,
+    seq_after_loss,
 )
-from fleetcast.agent.modules import check_handlers
 from fleetcast.agent.push import PushListener
 from fleetcast.agent.results import StepResult
 from fleetcast.agent.slots import InstalledArtifacts, SlotContent
@@ -108,6 +118,13 @@ from fleetcast.exceptions import (
     UsageError,
     ValidationError,
 )
+
+if TYPE_CHECKING:
+    from fleetcast.agent.install import ByteSource, Installer, InstallProgress
+
+# The update machinery (artifact reader, zstd, tar, delta engines, update
+# modules) is imported inside the methods that run an update: an idle agent
+# that only polls must stay small (docs/agent.md, idle RSS target).
 
 logger = logging.getLogger("fleetcast.agent")
 
@@ -212,6 +229,13 @@ class Agent:
             raise DeviceStateError(f"cannot create state directory {config.state_dir}: {e}") from e
         self.trusted_keys = _load_trusted_keys(config.trusted_keys)
         key = load_or_create_device_key(config.state_dir)
+        # Signs TUF version reports ([trust]); it never leaves this process.
+        self._device_key = key
+        self._trust_refreshed: float | None = None
+        # Encrypted payloads (ADR 0008): this device's own X25519 key, then group keys.
+        device_x25519 = load_or_create_x25519_key(config.state_dir)
+        self.decryption_keys = [device_x25519, *load_decryption_keys(config.decryption_keys)]
+        self._x25519_public = public_hex(device_x25519)
         self.client: DeviceApi = client if client is not None else DeviceClient(config, key)
         self.bootloader = (
             bootloader if bootloader is not None else make_bootloader(config.bootloader)
@@ -301,43 +325,46 @@ class Agent:
         )
 
     def _flush_report(self) -> bool:
-        """Send the pending report; return whether nothing is pending any more.
+        """Send the queued reports, oldest first; return whether none is left.
+
+        A report leaves the queue (journaled) only once the server took it or
+        refused it for good; the first one that cannot be delivered stops the
+        flush, so the server never hears a later report before an earlier one.
 
         Raises:
             _DeploymentAbortedError: the deployment was aborted and the update
                 can still be cancelled (not armed yet).
             ServerResponseError: ``device_pending`` / ``device_rejected``.
         """
-        pending = self.state.pending_report
-        if pending is None:
-            return True
-        try:
-            self.client.report_status(pending.deployment_id, pending.report)
-        except ServerResponseError as e:
-            if e.code in ("device_pending", "device_rejected"):
-                raise
-            # Only the server's own refusal (a 4xx in its error shape) ends a report; a
-            # 401 (sign in again) or an answer without a code (a proxy, a corrupted
-            # reply) says nothing about the report itself: keep it and send it again.
-            if e.status_code >= 500 or e.status_code in (401, 429) or e.code is None:
+        while self.state.reports:
+            pending, rest = self.state.reports[0], self.state.reports[1:]
+            try:
+                self.client.report_status(pending.deployment_id, pending.report)
+            except ServerResponseError as e:
+                if e.code in ("device_pending", "device_rejected"):
+                    raise
+                # Only the server's own refusal (a 4xx in its error shape) ends a report;
+                # a 401 (sign in again) or an answer without a code (a proxy, a corrupted
+                # reply) says nothing about the report itself: keep it and send it again.
+                if e.status_code >= 500 or e.status_code in (401, 429) or e.code is None:
+                    self._log(f"status report {pending.report.status} not delivered yet: {e}")
+                    return False
+                cancellable = self.state.phase in (Phase.DOWNLOADING, Phase.INSTALLED)
+                # not_found: the server does not know this device in that deployment (the
+                # offer's unsigned envelope was corrupted on the way, say): install nothing
+                # for it; the server offers the real deployment again.
+                if e.code in ("deployment_aborted", "not_found") and cancellable:
+                    raise _DeploymentAbortedError(str(e)) from e
+                # status_conflict, not_found, an abort after arming: repeating
+                # cannot change the answer, so drop the report and go on with the next.
+                self._log(f"server refused status report {pending.report.status}: {e}")
+                self._transition("report-dropped", replace(self.state, reports=rest))
+                continue
+            except TransportError as e:
                 self._log(f"status report {pending.report.status} not delivered yet: {e}")
                 return False
-            cancellable = self.state.phase in (Phase.DOWNLOADING, Phase.INSTALLED)
-            # not_found: the server does not know this device in that deployment (the
-            # offer's unsigned envelope was corrupted on the way, say): install nothing
-            # for it; the server offers the real deployment again.
-            if e.code in ("deployment_aborted", "not_found") and cancellable:
-                raise _DeploymentAbortedError(str(e)) from e
-            # status_conflict, not_found, an abort after arming: repeating
-            # cannot change the answer, so drop the report and carry on.
-            self._log(f"server refused status report {pending.report.status}: {e}")
-            self._transition("report-dropped", replace(self.state, pending_report=None))
-            return True
-        except TransportError as e:
-            self._log(f"status report {pending.report.status} not delivered yet: {e}")
-            return False
-        self.state = replace(self.state, pending_report=None, last_report=pending)
-        self._transition(f"reported-{pending.report.status.value}")
+            self.state = replace(self.state, reports=rest, last_report=pending)
+            self._transition(f"reported-{pending.report.status.value}")
         return True
 
     def _send_inventory(self) -> None:
@@ -345,7 +372,7 @@ class Agent:
         self.client.send_inventory(
             make_inventory(
                 device_type=self.config.device_type,
-                attributes=self.config.attributes,
+                attributes={**self.config.attributes, X25519_ATTRIBUTE: self._x25519_public},
                 active_slot=active,
                 running=self.installed.get(active),
                 in_place=self.versions.load(),
@@ -453,7 +480,9 @@ class Agent:
             logger.warning("%s", message)
             self._transition(
                 "journal-reset",
-                JournalState().logged(message, max_lines=self.config.limits.max_log_lines),
+                JournalState(report_seq=seq_after_loss()).logged(
+                    message, max_lines=self.config.limits.max_log_lines
+                ),
             )
             if reboot:
                 return StepResult.REBOOT_REQUIRED
@@ -470,6 +499,7 @@ class Agent:
         answer = self.client.next_update(wait=self.config.long_poll, etag=self._etag)
         if answer.offer is None:
             self._etag = answer.etag
+            self._refresh_trust()
             return StepResult.IDLE
         # Forget the ETag of an answer that carried an offer: a later 304 must
         # mean "still nothing to do", never "the same offer as before".
@@ -477,6 +507,8 @@ class Agent:
         return self._handle_offer(answer.offer)
 
     def _installer(self) -> Installer:
+        from fleetcast.agent.install import Installer
+
         installer = Installer(
             device_type=self.config.device_type,
             trusted_keys=self.trusted_keys,
@@ -485,10 +517,14 @@ class Agent:
             progress=self._progress,
             files_roots=self.config.files_roots,
             state_dir=self.config.state_dir,
+            decryption_keys=self.decryption_keys,
         )
         return installer
 
     def _handle_offer(self, offer: UpdateOffer) -> StepResult:
+        from fleetcast.agent.install import is_in_place
+        from fleetcast.agent.modules import check_handlers
+
         last = self.state.last_report
         if (
             last is not None
@@ -497,7 +533,7 @@ class Agent:
         ):
             # We finished this deployment but the server still offers it:
             # our final report was lost. Repeat it (the server ignores repeats).
-            self.state = replace(self.state, pending_report=last)
+            self.state = self.state.requeued(last)
             self._flush_report()
             return StepResult.IDLE
         installer = self._installer()
@@ -514,15 +550,19 @@ class Agent:
             update = UpdateInProgress(offer, other_slot(active), active, running)
             where = f"into slot {update.target_slot}"
         try:
-            installer.verify_signature(offer)
+            if self.config.tuf:
+                offer, update = self._check_trust(offer, update, running)
+            if self.trusted_keys or not self.config.tuf:
+                # With TUF and no vendor keys, the image repository's offline
+                # targets keys vouch for the manifest (custom.manifest_sha256).
+                installer.verify_signature(offer)
             _check_name_kind(manifest.name, is_in_place(manifest), running, in_place)
             if installer.is_same_version(manifest, installed):
                 self._log(f"{what} is already installed")
-                self.state = replace(
-                    self.state,
-                    pending_report=AddressedReport(
+                self.state = self.state.queued(
+                    AddressedReport(
                         offer.deployment_id, StatusReport(DeviceUpdateStatus.ALREADY_INSTALLED)
-                    ),
+                    )
                 )
                 self._transition("update-already-installed")
                 self._flush_report()
@@ -542,35 +582,110 @@ class Agent:
                     log_tail=self.state.log[-self.config.limits.max_log_lines :],
                 ),
             )
-            self._transition("update-failed", replace(self.state, pending_report=report))
+            self._transition("update-failed", self.state.queued(report))
             self._flush_report()
             return StepResult.FAILED
         self.state = replace(self.state, phase=Phase.DOWNLOADING, update=update)
         self._log(f"installing {what} {where}")
-        self.state = replace(
-            self.state,
-            pending_report=self._report(DeviceUpdateStatus.DOWNLOADING, progress=0),
-        )
+        self.state = self.state.queued(self._report(DeviceUpdateStatus.DOWNLOADING, progress=0))
         self._transition("download-started")
         return self._advance()
+
+    def _check_trust(
+        self, offer: UpdateOffer, update: UpdateInProgress, running: SlotContent | None
+    ) -> tuple[UpdateOffer, UpdateInProgress]:
+        """Verify an offer with TUF before anything is downloaded (ADR 0008).
+
+        Returns the offer with ``allow_downgrade`` as the director signed it
+        (and the server offered it), and the update with the verified target.
+
+        Raises:
+            InvalidDataError: refused (untrusted metadata, no agreement, wrong
+                device type, lower release counter, not the released artifact).
+            TransportError: the server or a repository is unreachable (retry).
+            DeviceStateError: the check failed on the device.
+        """
+        from fleetcast.agent.install import is_in_place
+        from fleetcast.agent.trust.check import check_offer, check_with_tuf, release_counter
+        from fleetcast.agent.trust.installed import InPlaceTargets
+
+        manifest = offer.manifest.manifest
+        running_target = running.target if running is not None else None
+        target = check_with_tuf(
+            self.config,
+            self.client,
+            self._device_key,
+            installed=running_target,
+            deployment_id=offer.deployment_id,
+        )
+        self._trust_refreshed = time.monotonic()
+        if target is None:
+            raise IncompatibleError("TUF: the director directs no update to this device")
+        # The floor: the running root file system's release, or for an
+        # in-place artifact the last release of that name installed in place.
+        floor = (
+            InPlaceTargets(self.config.state_dir).get(manifest.name)
+            if is_in_place(manifest)
+            else running_target
+        )
+        verified = check_offer(
+            target,
+            offer,
+            device_type=self.config.device_type,
+            installed_counter=release_counter(floor),
+        )
+        self._log(f"TUF: {verified.path} verified, release counter {verified.release_counter}")
+        offer = replace(offer, allow_downgrade=offer.allow_downgrade and target.allow_downgrade)
+        return offer, replace(update, offer=offer, target=verified)
+
+    def _refresh_trust(self) -> None:
+        """Idle for ``refresh_interval``: send a version report, refresh both repositories.
+
+        Failures are logged, not raised: an idle device keeps polling.
+        """
+        trust = self.config.trust
+        if not self.config.tuf or trust is None:
+            return
+        now, last = time.monotonic(), self._trust_refreshed
+        if last is not None and now - last < trust.refresh_interval:
+            return
+        self._trust_refreshed = now
+        from fleetcast.agent.trust.check import check_with_tuf
+
+        running = self.installed.get(self.bootloader.active_slot())
+        try:
+            check_with_tuf(
+                self.config,
+                self.client,
+                self._device_key,
+                installed=running.target if running is not None else None,
+                deployment_id=None,
+            )
+        except FleetcastError as e:
+            logger.warning("TUF refresh failed: %s", e)
 
     # ------------------------------------------------------------------ the update
 
     def _advance(self) -> StepResult:
         """Continue the journaled update from what the journal and bootloader say."""
+        from fleetcast.agent.inplace import discard_in_place
+        from fleetcast.agent.install import is_in_place
+
         try:
             return self._advance_unguarded()
         except _DeploymentAbortedError as e:
             self._log(f"deployment aborted by the operator before the trial boot: {e}")
             if is_in_place(self._update.offer.manifest.manifest):
                 discard_in_place(self)
-            self._transition(
-                "update-aborted",
-                replace(self.state, phase=Phase.IDLE, update=None, pending_report=None),
-            )
+            # The server refuses every report of an aborted deployment before the trial.
+            unsent = self.state.without_reports_for(self._update.deployment_id)
+            self._transition("update-aborted", replace(unsent, phase=Phase.IDLE, update=None))
             return StepResult.ABORTED
 
     def _advance_unguarded(self) -> StepResult:
+        from fleetcast.agent.inplace import advance_in_place
+        from fleetcast.agent.install import is_in_place
+
         phase, update = self.state.phase, self._update
         if is_in_place(update.offer.manifest.manifest):
             return advance_in_place(self)
@@ -610,13 +725,18 @@ class Agent:
 
     def _checkpoint(self, point: ResumePoint) -> None:
         update = replace(self._update, resume=point)
-        self._transition("checkpoint", replace(self.state, update=update))
+        # The progress report's seq is journaled with the checkpoint, before it is sent.
+        seq = self.state.report_seq + 1
+        self._transition("checkpoint", replace(self.state, update=update, report_seq=seq))
+        if self.state.reports:
+            return  # an older report goes first; this progress would overtake it
         total = self._update.offer.manifest.manifest.payloads[0].size
         percent = min(99, point.output * 100 // total) if total else 99
         try:
+            # Not queued: the next checkpoint's progress supersedes this one anyway.
             self.client.report_status(
                 update.deployment_id,
-                StatusReport(DeviceUpdateStatus.DOWNLOADING, progress=percent),
+                StatusReport(DeviceUpdateStatus.DOWNLOADING, progress=percent, seq=seq),
             )
         except ServerResponseError as e:
             if e.code == "deployment_aborted":
@@ -640,12 +760,9 @@ class Agent:
         self.installed.set(update.target_slot, None)
         # The slot itself, or the spool file of an external installer (RAUC, SWUpdate).
         target = self.slot_installer.target(update.target_slot)
-        installer = self._installer()
         try:
             if not self._install_delta(target):
-                installer.install(
-                    offer, target, self.client.artifact_source(offer), resume=update.resume
-                )
+                self._install_full(offer, target)
             self.watchdog.alive(self.config.installer.timeout + 60)
             self.slot_installer.write(target, update.target_slot, self._log)
         except TransportError as e:
@@ -654,12 +771,10 @@ class Agent:
             self._log(f"install into slot {update.target_slot} failed: {e}")
             return self._fail(str(e))
         self._log(f"slot {update.target_slot} holds the verified image")
+        report = self._report(DeviceUpdateStatus.INSTALLING, progress=100)
         self.state = replace(
-            self.state,
-            phase=Phase.INSTALLED,
-            update=replace(self._update, resume=None),
-            pending_report=self._report(DeviceUpdateStatus.INSTALLING, progress=100),
-        )
+            self.state, phase=Phase.INSTALLED, update=replace(self._update, resume=None)
+        ).queued(report)
         self._transition("installed")
         try:
             self.slot_installer.cleanup()
@@ -676,6 +791,8 @@ class Agent:
             TransportError: the delta download broke off (it starts over next time).
             DeviceStateError: a slot cannot be read or written.
         """
+        from fleetcast.agent.delta import install_delta, usable_delta
+
         update = self._update
         if update.delta_abandoned or update.resume is not None:
             return False
@@ -712,6 +829,49 @@ class Agent:
         self._transition("delta-abandoned", replace(self.state, update=update))
         return False
 
+    def _install_full(self, offer: UpdateOffer, target: Path) -> None:
+        """Stream the whole artifact into ``target`` (resuming where the journal says).
+
+        Raises:
+            TransportError: the download broke off.
+            InvalidDataError: the artifact does not match what was signed.
+            DeviceStateError: the slot cannot be written.
+        """
+        installer = self._installer()
+        resume = self._update.resume
+        self._with_artifact(
+            offer, lambda source: installer.install(offer, target, source, resume=resume)
+        )
+
+    def _with_artifact(self, offer: UpdateOffer, use: Callable[[ByteSource], None]) -> None:
+        """Hand the offered artifact to ``use``; with TUF, also check the whole file.
+
+        The offer's size and sha256 are the TUF target's (checked before the
+        download started): the whole file must match before anything is armed
+        or switched, on top of the per-payload hashes of the pinned manifest.
+
+        Raises:
+            TransportError: the download broke off.
+            IntegrityError: the file is longer than, or differs from, the target.
+        """
+        source = self.client.artifact_source(offer)
+        if not self.config.tuf:
+            use(source)
+            return
+        from fleetcast.agent.trust.artifact import CheckedArtifactSource
+
+        checked = CheckedArtifactSource(
+            source,
+            length=offer.artifact_size,
+            sha256=offer.artifact_sha256,
+            chunk=self.config.limits.download_chunk,
+        )
+        try:
+            use(checked)
+            checked.finish()
+        finally:
+            checked.close()
+
     def _download_interrupted(self, error: TransportError) -> StepResult:
         """Count a broken download; give up (report failure) after the limit."""
         update = replace(self._update, download_attempts=self._update.download_attempts + 1)
@@ -724,8 +884,7 @@ class Agent:
     def _fail(self, message: str) -> StepResult:
         report = self._failure(message, rolled_back=False)
         self._transition(
-            "update-failed",
-            replace(self.state, phase=Phase.IDLE, update=None, pending_report=report),
+            "update-failed", replace(self.state, phase=Phase.IDLE, update=None).queued(report)
         )
         self._flush_report()
         return StepResult.FAILED
@@ -738,9 +897,8 @@ class Agent:
         update = self._update
         self.bootloader.arm_trial(update.target_slot)
         self._log(f"trial boot of slot {update.target_slot} armed")
-        self.state = replace(
-            self.state, phase=Phase.ARMED, pending_report=self._report(DeviceUpdateStatus.REBOOTING)
-        )
+        report = self._report(DeviceUpdateStatus.REBOOTING)
+        self.state = replace(self.state, phase=Phase.ARMED).queued(report)
         self._transition("armed")
         self._flush_report()
         return StepResult.REBOOT_REQUIRED
@@ -789,7 +947,7 @@ class Agent:
         image = manifest.payloads[0]
         self.installed.set(
             update.target_slot,
-            SlotContent(manifest.name, manifest.version, image.size, image.sha256),
+            SlotContent(manifest.name, manifest.version, image.size, image.sha256, update.target),
         )
         self._event("installed-recorded")
         return self._finish_updated(
@@ -797,11 +955,20 @@ class Agent:
         )
 
     def _finish_updated(self, message: str) -> StepResult:
+        from fleetcast.agent.install import is_in_place
+
+        update = self._update
+        if update.target is not None and is_in_place(update.offer.manifest.manifest):
+            # Before the journal goes idle: a power cut here commits again, and records again.
+            from fleetcast.agent.trust.installed import InPlaceTargets
+
+            InPlaceTargets(self.config.state_dir).set(
+                update.offer.manifest.manifest.name, update.target
+            )
         self._log(message)
         report = self._report(DeviceUpdateStatus.SUCCESS, progress=100)
         self._transition(
-            "update-finished",
-            replace(self.state, phase=Phase.IDLE, update=None, pending_report=report),
+            "update-finished", replace(self.state, phase=Phase.IDLE, update=None).queued(report)
         )
         self._inventory_sent = False
         self._flush_report()
@@ -812,8 +979,7 @@ class Agent:
         self._log(message)
         report = self._failure(message, rolled_back=True)
         self._transition(
-            "rolled-back",
-            replace(self.state, phase=Phase.IDLE, update=None, pending_report=report),
+            "rolled-back", replace(self.state, phase=Phase.IDLE, update=None).queued(report)
         )
         self._inventory_sent = False
         self._flush_report()

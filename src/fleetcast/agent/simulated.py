@@ -28,6 +28,7 @@ from fleetcast.agent.config import (
     BootloaderConfig,
     HealthConfig,
     SlotsConfig,
+    TrustConfig,
 )
 from fleetcast.agent.inventory import InstalledVersions
 from fleetcast.agent.slots import InstalledArtifacts, SlotContent
@@ -66,8 +67,12 @@ class SimulatedDevice:
         attributes: dict[str, str] | None = None,
         limits: AgentLimits | None = None,
         files_roots: Sequence[Path] = (),
+        trust: TrustConfig | None = None,
     ) -> SimulatedDevice:
         """Write a factory-fresh device: image in slot A (committed, booted), slot B empty.
+
+        ``trust`` ships TUF root files with the device (ADR 0008), as a vendor
+        would put them into the factory image.
 
         Raises:
             DeviceStateError: ``root`` already holds a device, or cannot be written.
@@ -101,6 +106,7 @@ class SimulatedDevice:
             ),
             limits=limits or AgentLimits(),
             files_roots=tuple(files_roots),
+            trust=trust,
         )
         config.state_dir.mkdir(exist_ok=True)
         InstalledArtifacts(config.state_dir).set("a", SlotContent(artifact_name, artifact_version))

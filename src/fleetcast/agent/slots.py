@@ -142,23 +142,60 @@ def read_slot_prefix(path: Path, length: int, *, chunk: int) -> Iterator[bytes]:
 
 
 @dataclass(frozen=True)
+class InstalledTarget:
+    """The TUF image target an artifact was installed from (ADR 0008).
+
+    Recorded at commit when ``[trust]`` is on: its ``release_counter`` is the
+    floor for the next update (no older release is accepted), and the three
+    fields are what a signed version report says is installed.
+    """
+
+    path: str
+    sha256: str
+    release_counter: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {"path": self.path, "sha256": self.sha256, "release_counter": self.release_counter}
+
+    @classmethod
+    def from_dict(cls, data: object) -> InstalledTarget | None:
+        """The record, or ``None`` when ``data`` is not one (absent or damaged: unknown)."""
+        if not isinstance(data, dict):
+            return None
+        path, sha256, counter = data.get("path"), data.get("sha256"), data.get("release_counter")
+        if (
+            not isinstance(path, str)
+            or not isinstance(sha256, str)
+            or not isinstance(counter, int)
+            or isinstance(counter, bool)
+            or counter < 0
+        ):
+            return None
+        return cls(path, sha256, counter)
+
+
+@dataclass(frozen=True)
 class SlotContent:
     """Which artifact a slot holds.
 
     ``size``/``sha256`` are the image's, from the signed manifest it was
     installed from (recorded at commit; unknown for factory images and old
     records): a delta is only tried from an image with the delta's source hash.
+    ``target`` is the TUF target it came from (``[trust]`` on; else ``None``).
     """
 
     name: str
     version: str
     size: int | None = None
     sha256: str | None = None
+    target: InstalledTarget | None = None
 
     def to_dict(self) -> dict[str, object]:
         data: dict[str, object] = {"name": self.name, "version": self.version}
         if self.size is not None and self.sha256 is not None:
             data["size"], data["sha256"] = self.size, self.sha256
+        if self.target is not None:
+            data["target"] = self.target.to_dict()
         return data
 
 
@@ -201,6 +238,7 @@ class InstalledArtifacts:
                     entry["version"],
                     size if image else None,
                     sha256 if image else None,
+                    InstalledTarget.from_dict(entry.get("target")),
                 )
         return out
 
@@ -220,4 +258,4 @@ class InstalledArtifacts:
         write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True).encode())
 
 
-__all__ = ["InstalledArtifacts", "SlotContent", "SlotWriter", "read_slot_prefix"]
+__all__ = ["InstalledArtifacts", "InstalledTarget", "SlotContent", "SlotWriter", "read_slot_prefix"]

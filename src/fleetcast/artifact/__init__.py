@@ -7,6 +7,7 @@ agent uses to install while downloading.
 from __future__ import annotations
 
 from fleetcast.artifact._build import (
+    Encryption,
     VerifiedArtifact,
     build_artifact,
     read_manifest,
@@ -20,11 +21,13 @@ from fleetcast.artifact._format import (
     PayloadSource,
     decode_payload,
     payload_member_name,
+    resume_offset,
 )
 
 __all__ = [
     "FRAME_SIZE",
     "ArtifactReader",
+    "Encryption",
     "PayloadDecoder",
     "PayloadEntry",
     "PayloadSource",
@@ -33,5 +36,6 @@ __all__ = [
     "decode_payload",
     "payload_member_name",
     "read_manifest",
+    "resume_offset",
     "verify_artifact",
 ]

@@ -15,6 +15,13 @@ hash), without ever storing the artifact twice.
 Reading never trusts a length it has not verified: the manifest member is
 capped at ``MAX_MANIFEST_SIZE`` and every payload at its signed
 ``compressed_size`` and ``size``.
+
+An encrypted payload (ADR 0008) stores that zstd stream encrypted in chunks
+(:mod:`fleetcast.core.envelope`); :class:`PayloadDecoder` checks each chunk's
+tag before its plaintext reaches the zstd decoder. Its resume points stay in
+zstd-stream offsets: the download restarts at the start of the chunk holding
+the frame boundary, and the already-installed head of that chunk is dropped
+after the chunk verified.
 """
 
 from __future__ import annotations
@@ -30,8 +37,15 @@ from typing import IO, Final
 import pyzstd
 
 from fleetcast.core.canonical import canonical_json, parse_json_object
+from fleetcast.core.envelope import (
+    TAG_SIZE,
+    ChunkDecryptor,
+    ChunkEncryptor,
+    PayloadEncryption,
+    chunk_count,
+)
 from fleetcast.core.manifest import Payload, SignedManifest
-from fleetcast.exceptions import ArtifactFormatError, IntegrityError
+from fleetcast.exceptions import ArtifactFormatError, IncompatibleError, IntegrityError
 
 MARKER_NAME: Final = "fleetcast-artifact"
 MARKER: Final = b"fleetcast-artifact 1\n"
@@ -86,6 +100,28 @@ def compress_payload(
         if not block:  # an empty payload is still one (empty) frame
             break
     return size, raw_hash.hexdigest(), packed, packed_hash.hexdigest()
+
+
+class _EncryptingWriter:
+    """Encrypts what is written into ``dst`` in chunks; counts and hashes the member."""
+
+    def __init__(self, dst: IO[bytes], encryptor: ChunkEncryptor) -> None:
+        self._dst = dst
+        self._encryptor = encryptor
+        self.size = 0
+        self.hash = hashlib.sha256()
+
+    def _out(self, data: bytes) -> None:
+        self._dst.write(data)
+        self.size += len(data)
+        self.hash.update(data)
+
+    def write(self, data: bytes) -> int:
+        self._out(self._encryptor.update(data))
+        return len(data)
+
+    def close(self) -> None:
+        self._out(self._encryptor.finalize())
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -221,6 +257,30 @@ class ArtifactReader:
             raise ArtifactFormatError(f"unexpected member {extra.name!r} after the payloads")
 
 
+def _resume_position(payload: Payload, start: int) -> tuple[int, int, int]:
+    """``(member offset, first chunk, plaintext bytes to drop)`` to resume at zstd offset ``start``.
+
+    Unencrypted: the member offset is ``start`` itself.
+    """
+    enc = payload.encryption
+    if enc is None:
+        return start, 0, 0
+    chunk, skip = divmod(start, enc.chunk_size)
+    last = chunk_count(payload.compressed_size, enc.chunk_size) - 1
+    if chunk > last:  # resuming exactly at the end: re-read the last chunk
+        chunk, skip = last, start - last * enc.chunk_size
+    return chunk * (enc.chunk_size + TAG_SIZE), chunk, skip
+
+
+def resume_offset(payload: Payload, start_compressed: int) -> int:
+    """Where in the payload member a download resumes for a decoder started at ``start_compressed``.
+
+    Raises:
+        ValidationError: the payload's chunk layout is invalid.
+    """
+    return _resume_position(payload, start_compressed)[0]
+
+
 class PayloadDecoder:
     """Turns a payload's compressed bytes into its content, checking every bound.
 
@@ -234,21 +294,51 @@ class PayloadDecoder:
 
     Resuming: build a decoder with ``start_compressed``/``start_output`` at a
     frame boundary and pass the already-installed content through
-    :meth:`rehash_output` before feeding the rest.
+    :meth:`rehash_output` before feeding the rest, from member offset
+    :func:`resume_offset` on.
+
+    Encrypted payloads need ``content_key``. Then ``compressed`` counts member
+    (encrypted) bytes, while ``frame_offset`` and ``start_compressed`` are
+    offsets in the decrypted zstd stream, so a resume point stays a frame
+    boundary: the feed restarts at that chunk's first byte and the plaintext
+    before the boundary is dropped once the chunk's tag verified.
+
+    Raises:
+        IncompatibleError: an encrypted payload and no ``content_key``.
+        ValidationError: ``start_compressed`` lies outside an encrypted member.
     """
 
     def __init__(
-        self, payload: Payload, *, start_compressed: int = 0, start_output: int = 0
+        self,
+        payload: Payload,
+        *,
+        start_compressed: int = 0,
+        start_output: int = 0,
+        content_key: bytes | None = None,
     ) -> None:
         self.payload = payload
-        self.compressed = start_compressed
         self.output = start_output
         self.frame_offset = start_compressed
         self.frame_output = start_output
+        # zstd-stream bytes handed to the decompressor (== compressed, unless encrypted).
+        self._fed = start_compressed
+        member_offset, first_chunk, self._skip = _resume_position(payload, start_compressed)
+        self.compressed = member_offset
+        self._decryptor: ChunkDecryptor | None = None
+        enc = payload.encryption
+        if enc is not None:
+            if content_key is None:
+                raise IncompatibleError(f"no key to decrypt payload {payload.name}")
+            self._decryptor = ChunkDecryptor(
+                content_key,
+                payload.name,
+                nonce_prefix=enc.prefix_bytes,
+                chunk_size=enc.chunk_size,
+                member_size=payload.compressed_size,
+                start_chunk=first_chunk,
+            )
         self._raw_hash = hashlib.sha256()
-        self._packed_hash: hashlib._Hash | None = (
-            hashlib.sha256() if start_compressed == 0 else None
-        )
+        self._packed_hash: hashlib._Hash | None = hashlib.sha256() if member_offset == 0 else None
         self._decompressor = pyzstd.ZstdDecompressor()
 
     def rehash_output(self, data: bytes) -> None:
@@ -274,7 +364,8 @@ class PayloadDecoder:
         (``frame_offset``/``frame_output``) is up to date once it is exhausted.
 
         Raises:
-            IntegrityError: more bytes than the manifest allows (endless data).
+            IntegrityError: more bytes than the manifest allows (endless data),
+                or an encrypted chunk that does not authenticate.
             ArtifactFormatError: the zstd stream is corrupt.
         """
         if self.compressed + len(data) > self.payload.compressed_size:
@@ -285,6 +376,16 @@ class PayloadDecoder:
         self.compressed += len(data)
         if self._packed_hash is not None:
             self._packed_hash.update(data)
+        if self._decryptor is not None:
+            # Only chunks whose tag verified come back: nothing unauthenticated
+            # reaches the decompressor, let alone a slot.
+            data = self._decryptor.update(data)
+            if self._skip:
+                dropped = min(self._skip, len(data))
+                data, self._skip = data[dropped:], self._skip - dropped
+            if not data:
+                return
+        self._fed += len(data)
         buffer = data
         while True:
             try:
@@ -298,7 +399,7 @@ class PayloadDecoder:
                 leftover = self._decompressor.unused_data
                 # Every byte fed so far has been handed to a decompressor, so
                 # the frame ended len(leftover) bytes before the feed position.
-                self.frame_offset = self.compressed - len(leftover)
+                self.frame_offset = self._fed - len(leftover)
                 self.frame_output = self.output
                 self._decompressor = pyzstd.ZstdDecompressor()
                 buffer = leftover
@@ -322,7 +423,7 @@ class PayloadDecoder:
 
     @property
     def at_frame_boundary(self) -> bool:
-        return self.frame_offset == self.compressed
+        return self.frame_offset == self._fed
 
     def finish(self) -> None:
         """Check the payload is complete and both digests match the signed manifest.
@@ -331,7 +432,8 @@ class PayloadDecoder:
             IntegrityError: truncated, or a hash mismatch (tampered payload).
         """
         p = self.payload
-        if self.compressed != p.compressed_size or not self.at_frame_boundary:
+        incomplete = self._decryptor is not None and not self._decryptor.finished
+        if self.compressed != p.compressed_size or not self.at_frame_boundary or incomplete:
             raise IntegrityError(
                 f"payload {p.name}: truncated at {self.compressed} of {p.compressed_size} bytes"
             )
@@ -345,13 +447,53 @@ class PayloadDecoder:
             )
 
 
-def decode_payload(entry: PayloadEntry, stream: IO[bytes], sink: IO[bytes]) -> None:
+def _check_member(payload: Payload, stream: IO[bytes]) -> None:
+    """The stored member's length and sha256 only (an encrypted payload without its key)."""
+    digest, size = hashlib.sha256(), 0
+    while True:
+        try:
+            data = stream.read(_CHUNK)
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise ArtifactFormatError(f"payload {payload.name}: truncated") from e
+        if not data:
+            break
+        size += len(data)
+        if size > payload.compressed_size:
+            raise IntegrityError(f"payload {payload.name}: longer than its signed size")
+        digest.update(data)
+    if size != payload.compressed_size:
+        raise IntegrityError(
+            f"payload {payload.name}: truncated at {size} of {payload.compressed_size} bytes"
+        )
+    if digest.hexdigest() != payload.compressed_sha256:
+        raise IntegrityError(
+            f"payload {payload.name}: encrypted member's sha256 does not match the signed manifest"
+        )
+
+
+def decode_payload(
+    entry: PayloadEntry,
+    stream: IO[bytes],
+    sink: IO[bytes],
+    *,
+    content_key: bytes | None = None,
+) -> bool:
     """Decompress one payload from ``stream`` into ``sink`` and verify it.
+
+    An encrypted payload is decrypted with ``content_key``; without it, only
+    the stored member's length and sha256 are checked (what a server that
+    holds no key can check) and ``sink`` receives nothing.
+
+    Returns:
+        Whether the content itself was verified (False: encrypted, no key).
 
     Raises:
         InvalidDataError: corrupt, truncated or tampered payload.
     """
-    decoder = PayloadDecoder(entry.payload)
+    if entry.payload.encryption is not None and content_key is None:
+        _check_member(entry.payload, stream)
+        return False
+    decoder = PayloadDecoder(entry.payload, content_key=content_key)
     while True:
         try:
             data = stream.read(_CHUNK)
@@ -362,12 +504,39 @@ def decode_payload(entry: PayloadEntry, stream: IO[bytes], sink: IO[bytes]) -> N
         for piece in decoder.decode(data):
             sink.write(piece)
     decoder.finish()
+    return True
 
 
-def new_manifest_payload(source: PayloadSource, compressed: Path, level: int) -> Payload:
-    """Compress ``source`` into ``compressed`` and describe it as a manifest payload."""
+def new_manifest_payload(
+    source: PayloadSource,
+    compressed: Path,
+    level: int,
+    *,
+    encryption: tuple[bytes, PayloadEncryption] | None = None,
+) -> Payload:
+    """Compress ``source`` into ``compressed`` and describe it as a manifest payload.
+
+    With ``encryption`` (content key, parameters), the compressed stream is
+    encrypted in chunks and ``compressed_size``/``compressed_sha256``
+    describe the encrypted member.
+    """
     with source.path.open("rb") as src, compressed.open("wb") as dst:
-        size, sha, csize, csha = compress_payload(src, dst, level=level)
+        if encryption is None:
+            size, sha, csize, csha = compress_payload(src, dst, level=level)
+        else:
+            key, params = encryption
+            writer = _EncryptingWriter(
+                dst,
+                ChunkEncryptor(
+                    key,
+                    source.name,
+                    nonce_prefix=params.prefix_bytes,
+                    chunk_size=params.chunk_size,
+                ),
+            )
+            size, sha, _, _ = compress_payload(src, writer, level=level)  # type: ignore[arg-type]
+            writer.close()
+            csize, csha = writer.size, writer.hash.hexdigest()
     return Payload(
         name=source.name,
         type=source.type,
@@ -376,6 +545,7 @@ def new_manifest_payload(source: PayloadSource, compressed: Path, level: int) ->
         compressed_size=csize,
         compressed_sha256=csha,
         meta=dict(source.meta),
+        encryption=None if encryption is None else encryption[1],
     )
 
 
@@ -389,5 +559,6 @@ __all__ = [
     "decode_payload",
     "new_manifest_payload",
     "payload_member_name",
+    "resume_offset",
     "write_artifact",
 ]

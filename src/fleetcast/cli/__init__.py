@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from fleetcast.cli import artifact, audit, demo, deploy, devices, keys, run, sim
+from fleetcast.cli import artifact, audit, demo, deploy, devices, keys, run, sim, tuf
 from fleetcast.cli._context import CliState
 from fleetcast.cli._output import Output, err_console
 from fleetcast.exceptions import ApiError, FleetcastError, TransportError, UsageError
@@ -42,6 +42,7 @@ app.add_typer(artifact.app, name="artifact")
 app.add_typer(devices.app, name="devices")
 app.add_typer(deploy.app, name="deploy")
 app.add_typer(audit.app, name="audit")
+app.add_typer(tuf.app, name="tuf")
 app.command("server")(run.server)
 app.command("agent")(run.agent)
 app.command("demo")(demo.demo)

@@ -5,17 +5,24 @@ What happens:
 1. a real server starts in a temporary data directory (SQLite + blob dir);
 2. a vendor key pair is generated, artifacts v1.0.0 and v1.1.0 are built,
    signed and uploaded;
-3. 20 simulated devices start (real agents over HTTP on loopback), register,
-   and are accepted by the "operator";
-4. v1.1.0 is rolled out in phases: 10% canary, 50%, 100%. One canary device
+3. the operator's offline TUF keys are created (``fleetcast keys init``) and
+   v1.1.0 is released (``fleetcast artifact release``): the devices will
+   install only what both the image repository and their director agree on
+   (ADR 0008);
+4. 20 simulated devices start (real agents over HTTP on loopback, shipped
+   with the two TUF root files), register, and are accepted by the "operator";
+5. v1.1.0 is rolled out in phases: 10% canary, 50%, 100%. One canary device
    fails its health check after the reboot and rolls back by itself;
-5. a summary table shows every device's old version, new version and outcome.
+6. a summary table shows every device's old version, new version and outcome.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -67,6 +74,23 @@ def _wait_for(what: str, predicate: Any, timeout: float) -> Any:
     raise FleetcastError(f"demo: timed out waiting for {what}")
 
 
+def _operator(url: str, token: str, *args: str) -> None:
+    """Run ``fleetcast ARGS`` as the operator would, against the demo's server."""
+    console.print(f"$ fleetcast {' '.join(args)}")
+    env = {**os.environ, "FLEETCAST_URL": url, "FLEETCAST_TOKEN": token}
+    done = subprocess.run(
+        [sys.executable, "-m", "fleetcast", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in done.stdout.splitlines():
+        console.print(f"  {line}", highlight=False)
+    if done.returncode != 0:
+        raise FleetcastError(f"demo: `fleetcast {args[0]} {args[1]}` failed: {done.stderr.strip()}")
+
+
 def demo(
     devices: Annotated[int, typer.Option(help="How many simulated devices.")] = 20,
     keep_running: Annotated[
@@ -80,6 +104,7 @@ def demo(
     """Run a complete phased rollout to simulated devices on this machine."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from fleetcast.agent.config import TrustConfig
     from fleetcast.artifact import PayloadSource, build_artifact
     from fleetcast.core.signing import private_key_to_pem, public_key_to_pem
     from fleetcast.server import Settings
@@ -123,8 +148,20 @@ def demo(
             f"built, signed and uploaded {ARTIFACT} {version} ({path.stat().st_size} bytes)"
         )
 
-    # 3. The fleet: real agents on simulated hardware, all on v1.0.0.
-    fleet = SimulatedFleet(workdir / "devices", server.url, [public_key])
+    # 3. The operator's offline TUF keys; releasing v1.1.0 signs its target entry.
+    tuf_dir = keys_dir / "tuf"
+    _operator(server.url, token, "keys", "init", "--dir", str(tuf_dir), "--bin-bits", "4")
+    _operator(
+        server.url, token, "artifact", "release",
+        str(workdir / f"{ARTIFACT}-1.1.0.fca"), "--keys", str(tuf_dir),
+    )  # fmt: skip
+    trust = TrustConfig(
+        image_root=tuf_dir / "image" / "1.root.json",
+        director_root=tuf_dir / "director" / "1.root.json",
+    )
+
+    # 4. The fleet: real agents on simulated hardware, all on v1.0.0.
+    fleet = SimulatedFleet(workdir / "devices", server.url, [public_key], trust=trust)
     fleet.add(
         devices,
         device_type=DEVICE_TYPE,
@@ -206,7 +243,7 @@ def _run_rollout(
             progress.add_task(f"phase {i + 1} ({p['percent']}%)", total=None, states="waiting")
             for i, p in enumerate(phases)
         ]
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while True:
             status = client.get(f"/deployments/{dep_id}")
             for task, phase in zip(tasks, status["phases"], strict=True):
@@ -222,7 +259,7 @@ def _run_rollout(
             if status["status"] in ("completed", "aborted", "paused"):
                 break
             if time.monotonic() > deadline:
-                raise FleetcastError("demo: the rollout did not finish in 120 s")
+                raise FleetcastError("demo: the rollout did not finish in 300 s")
             time.sleep(0.3)
     if status["status"] != "completed":
         raise FleetcastError(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from fleetcast.cli._context import change_status, state
+from fleetcast.exceptions import UsageError
 
 app = typer.Typer(help="List, inspect, accept, reject and tag devices.", no_args_is_help=True)
 
@@ -117,3 +119,25 @@ def tag(
         st.output.data(device)
     else:
         st.output.message(f"device {device_id} tags: {', '.join(device.get('tags', [])) or '-'}")
+
+
+@app.command("set-key")
+def set_key(
+    ctx: typer.Context,
+    device_id: str,
+    public_key: Annotated[
+        Path, typer.Option("--public-key", help="The device's new Ed25519 public key (PEM file).")
+    ],
+) -> None:
+    """Replace a device's identity key: only the new key signs in from now on."""
+    try:
+        pem = public_key.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {public_key}: {e}") from e
+    st = state(ctx)
+    with st.client() as client:
+        device = client.put(f"/devices/{device_id}/public-key", {"public_key": pem})
+    if st.output.as_json:
+        st.output.data(device)
+    else:
+        st.output.message(f"device {device_id} now signs in with key {device['public_key_id']}")

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Final
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fleetcast.core.canonical import canonical_json
+from fleetcast.core.envelope import PayloadEncryption, WrappedKey, chunk_count
 from fleetcast.core.signing import Signature, sign, verify
 from fleetcast.core.versions import Version, VersionRange
 from fleetcast.exceptions import DowngradeError, IncompatibleError, ValidationError
@@ -62,6 +63,11 @@ class Payload:
     A ``module`` payload is installed by the device's update-module handler
     named by ``meta["handler"]`` (a plain file name, checked here so that a
     manifest can never name a path).
+
+    An encrypted payload (``encryption`` set, ADR 0008) keeps ``size``/``sha256``
+    for the plaintext content; ``compressed_size``/``compressed_sha256`` then
+    describe the stored, encrypted member, whose size must be a valid chunk
+    layout (:func:`fleetcast.core.envelope.chunk_count`).
     """
 
     name: str
@@ -71,9 +77,19 @@ class Payload:
     compressed_size: int
     compressed_sha256: str
     meta: dict[str, str] = field(default_factory=dict)
+    encryption: PayloadEncryption | None = None
 
     _FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"name", "type", "size", "sha256", "compressed_size", "compressed_sha256", "meta"}
+        {
+            "name",
+            "type",
+            "size",
+            "sha256",
+            "compressed_size",
+            "compressed_sha256",
+            "meta",
+            "encryption",
+        }
     )
 
     def __post_init__(self) -> None:
@@ -95,6 +111,11 @@ class Payload:
                 f"{what}: a module payload needs meta 'handler', a file name of lowercase "
                 "letters, digits and '._-' (max 64)"
             )
+        if self.encryption is not None:
+            try:
+                chunk_count(self.compressed_size, self.encryption.chunk_size)
+            except ValidationError as e:
+                raise ValidationError(f"{what}: compressed_size: {e}") from e
 
     @classmethod
     def from_dict(cls, data: object) -> Payload:
@@ -104,6 +125,7 @@ class Payload:
         meta = data.get("meta", {})
         if not isinstance(meta, dict):
             raise ValidationError("payload: field 'meta' must be an object")
+        encryption = data.get("encryption")
         return cls(
             name=_require(data, "name", str, "payload"),
             type=_require(data, "type", str, "payload"),
@@ -112,10 +134,11 @@ class Payload:
             compressed_size=_require(data, "compressed_size", int, "payload"),
             compressed_sha256=_require(data, "compressed_sha256", str, "payload"),
             meta=dict(meta),
+            encryption=None if encryption is None else PayloadEncryption.from_dict(encryption),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "type": self.type,
             "size": self.size,
@@ -124,6 +147,10 @@ class Payload:
             "compressed_sha256": self.compressed_sha256,
             "meta": dict(self.meta),
         }
+        # Only when set: a manifest without encryption keeps its exact old form.
+        if self.encryption is not None:
+            data["encryption"] = self.encryption.to_dict()
+        return data
 
 
 @dataclass(frozen=True)
@@ -138,6 +165,8 @@ class Manifest:
     provides: dict[str, str] = field(default_factory=dict)
     description: str = ""
     format: int = FORMAT_VERSION
+    # The content key wrapped for device groups (ADR 0008); None: field absent.
+    wrapped_keys: tuple[WrappedKey, ...] | None = None
     unrecognized_fields: dict[str, Any] = field(default_factory=dict)
 
     _FIELDS: ClassVar[frozenset[str]] = frozenset(
@@ -150,6 +179,7 @@ class Manifest:
             "depends",
             "provides",
             "description",
+            "wrapped_keys",
         }
     )
 
@@ -177,6 +207,27 @@ class Manifest:
                 raise ValidationError(f"{what}: {mapping_name} must map strings to strings")
         if "version" in self.depends:
             VersionRange.parse(self.depends["version"])
+        key_ids = {p.encryption.key_id for p in self.payloads if p.encryption is not None}
+        if len(key_ids) > 1:
+            raise ValidationError(f"{what}: encrypted payloads must share one content key")
+        if self.wrapped_keys is not None:
+            if not key_ids:
+                raise ValidationError(f"{what}: wrapped_keys without an encrypted payload")
+            recipients = [w.recipient for w in self.wrapped_keys]
+            if len(set(recipients)) != len(recipients):
+                raise ValidationError(f"{what}: wrapped_keys name a recipient twice")
+
+    @property
+    def content_key_id(self) -> str | None:
+        """The key id of the artifact's content key, or None when nothing is encrypted."""
+        for payload in self.payloads:
+            if payload.encryption is not None:
+                return payload.encryption.key_id
+        return None
+
+    @property
+    def encrypted(self) -> bool:
+        return self.content_key_id is not None
 
     @property
     def semver(self) -> Version:
@@ -212,6 +263,9 @@ class Manifest:
         description = data.get("description", "")
         if not isinstance(description, str):
             raise ValidationError("manifest: field 'description' must be a string")
+        wrapped = data.get("wrapped_keys")
+        if wrapped is not None and not isinstance(wrapped, list):
+            raise ValidationError("manifest: field 'wrapped_keys' must be a list")
         return cls(
             name=_require(data, "name", str, "manifest"),
             version=_require(data, "version", str, "manifest"),
@@ -221,11 +275,14 @@ class Manifest:
             provides=dict(provides),
             description=description,
             format=_require(data, "format", int, "manifest"),
+            wrapped_keys=None
+            if wrapped is None
+            else tuple(WrappedKey.from_dict(w) for w in wrapped),
             unrecognized_fields={k: v for k, v in data.items() if k not in cls._FIELDS},
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             **self.unrecognized_fields,
             "format": self.format,
             "name": self.name,
@@ -236,6 +293,9 @@ class Manifest:
             "provides": dict(self.provides),
             "description": self.description,
         }
+        if self.wrapped_keys is not None:
+            data["wrapped_keys"] = [w.to_dict() for w in self.wrapped_keys]
+        return data
 
     def canonical_bytes(self) -> bytes:
         """The bytes that are signed."""

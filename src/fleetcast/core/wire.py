@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
+from fleetcast.core.envelope import WrappedKey
 from fleetcast.core.manifest import SignedManifest
 from fleetcast.exceptions import ValidationError
+
+#: The largest report sequence number (the server stores it as a signed 64-bit integer).
+MAX_REPORT_SEQ: Final = 2**63 - 1
 
 
 class DeviceUpdateStatus(enum.StrEnum):
@@ -231,6 +235,10 @@ class UpdateOffer:
 
     ``delta`` (optional, issue 4) names a delta from the device's installed
     image; agents that do not know it ignore it and download the artifact.
+
+    ``wrapped_key`` (optional, ADR 0008): the encrypted artifact's content key
+    wrapped for this device's X25519 key. Unsigned: the device checks the key
+    it unwraps against the manifest's signed ``key_id``.
     """
 
     deployment_id: str
@@ -241,6 +249,7 @@ class UpdateOffer:
     manifest: SignedManifest
     allow_downgrade: bool = False
     delta: DeltaOffer | None = None
+    wrapped_key: WrappedKey | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = {
@@ -254,6 +263,8 @@ class UpdateOffer:
         }
         if self.delta is not None:
             data["delta"] = self.delta.to_dict()
+        if self.wrapped_key is not None:
+            data["wrapped_key"] = self.wrapped_key.to_dict()
         return data
 
     @classmethod
@@ -272,6 +283,7 @@ class UpdateOffer:
         if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
             raise ValidationError("update offer: 'artifact_size' must be a positive integer")
         delta = data.get("delta")
+        wrapped_key = data.get("wrapped_key")
         return cls(
             deployment_id=str(strings["deployment_id"]),
             artifact_id=str(strings["artifact_id"]),
@@ -281,27 +293,40 @@ class UpdateOffer:
             manifest=SignedManifest.from_dict(data.get("manifest")),
             allow_downgrade=_flag(data, "allow_downgrade", "update offer"),
             delta=None if delta is None else DeltaOffer.from_dict(delta),
+            wrapped_key=None if wrapped_key is None else WrappedKey.from_dict(wrapped_key),
         )
 
 
 @dataclass(frozen=True)
 class StatusReport:
-    """One step of a device's progress through a deployment."""
+    """One step of a device's progress through a deployment.
+
+    ``seq`` (optional) orders a device's reports: the agent numbers each one
+    from a counter kept in its journal, so it only ever grows. The server
+    ignores a report whose ``seq`` is not above the highest it has recorded
+    for that device in that deployment: a request delivered late (its client
+    gave up, retried and moved on) cannot overwrite a newer state. Without it
+    (older agents, the DDI and Mender APIs) reports are taken in arrival order.
+    """
 
     status: DeviceUpdateStatus
     progress: int | None = None
     message: str = ""
     log_tail: tuple[str, ...] = ()
     rolled_back: bool = False
+    seq: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "status": self.status.value,
             "progress": self.progress,
             "message": self.message,
             "log_tail": list(self.log_tail),
             "rolled_back": self.rolled_back,
         }
+        if self.seq is not None:
+            data["seq"] = self.seq
+        return data
 
     @classmethod
     def from_dict(cls, data: object) -> StatusReport:
@@ -325,4 +350,9 @@ class StatusReport:
         if not isinstance(log_tail, list) or not all(isinstance(x, str) for x in log_tail):
             raise ValidationError("log_tail must be a list of strings")
         rolled_back = _flag(data, "rolled_back", "status report")
-        return cls(status, progress, message, tuple(log_tail), rolled_back)
+        seq = data.get("seq")
+        if seq is not None and (
+            not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_REPORT_SEQ
+        ):
+            raise ValidationError(f"seq must be an integer 0..{MAX_REPORT_SEQ} or null")
+        return cls(status, progress, message, tuple(log_tail), rolled_back, seq)

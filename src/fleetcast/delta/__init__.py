@@ -18,10 +18,40 @@ The file format is described in ``fleetcast.delta._format`` and
 
 from __future__ import annotations
 
-from fleetcast.delta._apply import apply_delta, hash_image
-from fleetcast.delta._engines import EngineOptions, available_engines
-from fleetcast.delta._format import ENGINES, DeltaHeader, DeltaLimits, ImageRef, parse_header
-from fleetcast.delta._generate import DeltaParams, generate_delta
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from fleetcast.delta._apply import apply_delta, hash_image
+    from fleetcast.delta._capability import available_engines
+    from fleetcast.delta._engines import EngineOptions
+    from fleetcast.delta._format import ENGINES, DeltaHeader, DeltaLimits, ImageRef, parse_header
+    from fleetcast.delta._generate import DeltaParams, generate_delta
+
+# Public name -> private module, imported on first use (PEP 562): the agent
+# asks for ``available_engines`` in every inventory and must not load pyzstd
+# and the patch machinery for that while idle.
+_EXPORTS: dict[str, str] = {
+    "apply_delta": "_apply",
+    "hash_image": "_apply",
+    "available_engines": "_capability",
+    "EngineOptions": "_engines",
+    "ENGINES": "_format",
+    "DeltaHeader": "_format",
+    "DeltaLimits": "_format",
+    "ImageRef": "_format",
+    "parse_header": "_format",
+    "DeltaParams": "_generate",
+    "generate_delta": "_generate",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fleetcast.delta' has no attribute {name!r}")
+    return getattr(_importlib.import_module(f"fleetcast.delta.{module}"), name)
+
 
 __all__ = [
     "ENGINES",
@@ -36,3 +66,7 @@ __all__ = [
     "hash_image",
     "parse_header",
 ]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -19,12 +19,12 @@ is optional on devices and required on the server (``fleetcast[server]``).
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from typing import Final
 
 import pyzstd
 
+from fleetcast.delta._capability import available_engines
 from fleetcast.exceptions import DeltaError, UsageError
 
 _HDIFF_MAGIC: Final = b"HDIFF13&"
@@ -42,13 +42,6 @@ class EngineOptions:
 
     zstd_level: int = 3
     lzma_level: int = 9
-
-
-def available_engines() -> tuple[str, ...]:
-    """The engines this Python can apply (``zstd`` always; ``hdiffpatch`` if installed)."""
-    if importlib.util.find_spec("hdiffpatch") is not None:
-        return ("hdiffpatch", "zstd")
-    return ("zstd",)
 
 
 def _window_log(total: int) -> int:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 import fleetcast
 from fleetcast.core.signing import public_key_from_pem
 from fleetcast.exceptions import UsageError, ValidationError
-from fleetcast.server.answers import AnswerCache
+from fleetcast.server.answers import AnswerCache, IdlePolls
 from fleetcast.server.api.errors import install_error_handlers
 from fleetcast.server.api.routes import (
     api_tokens,
@@ -31,13 +31,14 @@ from fleetcast.server.api.routes import (
     devices,
     fleet,
     tokens,
+    tuf,
 )
 from fleetcast.server.blobs import LocalBlobStore, make_blob_store
 from fleetcast.server.compat import ddi, manage, mender
 from fleetcast.server.console import console_files
 from fleetcast.server.db import migrate
 from fleetcast.server.db.engine import Database
-from fleetcast.server.lastseen import LastSeen
+from fleetcast.server.lastseen import FlushBeforeReads, LastSeen
 from fleetcast.server.notify import LocalNotifier, Notifier
 from fleetcast.server.ratelimit import AuthRateLimits, TokenBuckets
 from fleetcast.server.rollout.engine import RolloutEngine
@@ -46,6 +47,7 @@ from fleetcast.server.services import credentials
 from fleetcast.server.services.admission import AdmissionPolicy
 from fleetcast.server.services.deltas import DeltaWorker
 from fleetcast.server.settings import Settings
+from fleetcast.server.trust.refresh import TufRefresher
 
 
 def load_trusted_keys(settings: Settings) -> list[Ed25519PublicKey]:
@@ -167,6 +169,7 @@ def create_app(settings: Settings) -> FastAPI:
                 asyncio.create_task(engine.run(), name="fleetcast-rollout-engine"),
                 asyncio.create_task(last_seen.run(), name="fleetcast-last-seen"),
                 asyncio.create_task(delta_worker.run(), name="fleetcast-delta-worker"),
+                asyncio.create_task(TufRefresher(db, settings).run(), name="fleetcast-tuf-refresh"),
             ]
             try:
                 yield
@@ -188,8 +191,15 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    for module in (device, devices, artifacts, deployments, tokens, api_tokens, fleet, audit):
+    # An unchanged idle poll is answered from memory before routing (fleetcast.server.answers).
+    app.add_middleware(
+        IdlePolls, path=f"{device.router.prefix}/next", body=device.IDLE_BODY, etag=device.IDLE_ETAG
+    )
+    # Deployment statistics include this process's batched download sums.
+    app.add_middleware(FlushBeforeReads, prefix="/api/v1/")
+    for module in (device, devices, artifacts, deployments, tokens, api_tokens, fleet, audit, tuf):
         app.include_router(module.router)
+    app.include_router(tuf.device_router)
     # Compatibility APIs for existing fleets (hawkBit DDI, Mender) and their management.
     for compat in (manage, mender, ddi):
         app.include_router(compat.router)

@@ -8,10 +8,14 @@ tree drawn in ``fleetcast/exceptions.py`` still holds::
         ├── NotFoundError              404 not_found
         ├── ConflictError              409 conflict
         │   ├── StatusConflictError        409 status_conflict
-        │   └── DeploymentAbortedError     409 deployment_aborted
+        │   ├── DeploymentAbortedError     409 deployment_aborted
+        │   ├── StaleNonceError            409 stale_nonce
+        │   └── ArtifactNotReleasedError   409 artifact_not_released
         ├── GoneError                  410 gone (feedback on a closed DDI action)
         ├── RequestInvalidError        422 validation_error
         ├── InvalidArtifactError       422 invalid_artifact
+        ├── TufMetadataInvalidError    422 tuf_metadata_invalid
+        ├── VersionReportInvalidError  422 invalid_version_report
         ├── TooLargeError              413 too_large
         ├── UnauthorizedError          401 unauthorized
         │   ├── DevicePendingError         401 device_pending
@@ -72,6 +76,18 @@ class DeploymentAbortedError(ConflictError):
     default_code = "deployment_aborted"
 
 
+class StaleNonceError(ConflictError):
+    """A version report's nonce is not the device's current one (a replay, or used already)."""
+
+    default_code = "stale_nonce"
+
+
+class ArtifactNotReleasedError(ConflictError):
+    """The image repository is set up and the artifact has no target in it (ADR 0008)."""
+
+    default_code = "artifact_not_released"
+
+
 class GoneError(ServerError):
     """The addressed thing is finished for good (a closed hawkBit DDI action)."""
 
@@ -88,6 +104,18 @@ class InvalidArtifactError(ServerError):
     """An uploaded artifact is malformed, truncated, tampered or wrongly signed."""
 
     default_status, default_code = 422, "invalid_artifact"
+
+
+class TufMetadataInvalidError(ServerError):
+    """Uploaded TUF metadata is malformed, under-signed, expired, or out of order."""
+
+    default_status, default_code = 422, "tuf_metadata_invalid"
+
+
+class VersionReportInvalidError(ServerError):
+    """A device's version report is malformed, for another device, or wrongly signed."""
+
+    default_status, default_code = 422, "invalid_version_report"
 
 
 class TooLargeError(ServerError):
@@ -162,6 +190,7 @@ class InsufficientStorageError(ServerError):
 
 
 __all__ = [
+    "ArtifactNotReleasedError",
     "BadSignatureError",
     "ConflictError",
     "DeploymentAbortedError",
@@ -176,9 +205,12 @@ __all__ = [
     "RateLimitedError",
     "RequestInvalidError",
     "ServerError",
+    "StaleNonceError",
     "StaleRequestError",
     "StatusConflictError",
     "StorageUnavailableError",
     "TooLargeError",
+    "TufMetadataInvalidError",
     "UnauthorizedError",
+    "VersionReportInvalidError",
 ]

@@ -12,6 +12,15 @@ granularity period however often it polls.
 
 A crash loses at most one interval of last-seen times, which only delays
 the console's "online" view; nothing else reads them.
+
+Download accounting (the bytes each deployment member was sent,
+``bytes_shipped``) is buffered the same way: a download request adds its
+served length to a per-(device, artifact) sum in memory and the flush books
+the sums (:func:`~fleetcast.server.services.deltas.record_download`), so
+authorising a download writes nothing. The management API sees its own
+process's sums at once (:class:`FlushBeforeReads` flushes before a
+management request when anything is pending); another process's sums
+arrive with its next flush, and a crash loses at most one interval of them.
 """
 
 from __future__ import annotations
@@ -19,13 +28,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import Table, bindparam, update
 
 from fleetcast.server.db.engine import Database
 from fleetcast.server.db.models import Device, utcnow
+from fleetcast.server.services.deltas import record_download
 from fleetcast.server.services.devices import LAST_SEEN_GRANULARITY
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +53,8 @@ class LastSeen:
         self._db = db
         self._interval = interval
         self._pending: dict[str, dt.datetime] = {}
+        self._downloads: dict[tuple[str, str], int] = {}
+        self._lock = asyncio.Lock()
 
     def seen(
         self, device_id: str, previous: dt.datetime | None, now: dt.datetime | None
@@ -54,13 +69,47 @@ class LastSeen:
         self._pending[device_id] = moment
         return moment
 
+    def downloaded(self, device_id: str, artifact_id: str, served: int) -> None:
+        """Record that ``served`` bytes of ``artifact_id`` are being sent to ``device_id``."""
+        key = (device_id, artifact_id)
+        self._downloads[key] = self._downloads.get(key, 0) + served
+
     @property
     def pending(self) -> int:
         """Devices recorded since the last flush."""
         return len(self._pending)
 
+    @property
+    def pending_downloads(self) -> int:
+        """(device, artifact) download sums recorded since the last flush."""
+        return len(self._downloads)
+
     async def flush(self) -> int:
-        """Write what was recorded since the last flush; return how many devices."""
+        """Write what was recorded since the last flush; return how many devices.
+
+        Download sums first (each booked on the device's membership, as
+        :func:`~fleetcast.server.services.deltas.record_download` does), then
+        last-seen times. Flushes never overlap.
+        """
+        async with self._lock:
+            await self._flush_downloads()
+            return await self._flush_seen()
+
+    async def _flush_downloads(self) -> None:
+        if not self._downloads:
+            return
+        batch, self._downloads = self._downloads, {}
+        try:
+            async with self._db.sessions() as session:
+                for (device_id, artifact_id), served in batch.items():
+                    # A transient row: record_download only reads its id.
+                    await record_download(session, Device(id=device_id), artifact_id, served)
+        except BaseException:
+            for key, served in batch.items():
+                self._downloads[key] = self._downloads.get(key, 0) + served
+            raise
+
+    async def _flush_seen(self) -> int:
         if not self._pending:
             return 0
         batch, self._pending = self._pending, {}
@@ -100,3 +149,29 @@ class LastSeen:
                 await asyncio.shield(self.flush())
             except Exception:
                 log.exception("writing last-seen times at shutdown failed")
+
+
+class FlushBeforeReads:
+    """ASGI middleware: flushes ``LastSeen`` before a request under ``prefix`` when needed.
+
+    So that the management API's deployment statistics reflect every
+    download this process answered before the request (last-seen times
+    alone do not trigger it: they are coarse anyway). Costs a ``len()``
+    when nothing is pending.
+
+    Args:
+        app: the application behind.
+        prefix: the path prefix of the reading API (``/api/v1/``).
+    """
+
+    def __init__(self, app: ASGIApp, *, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
+            state = getattr(getattr(scope.get("app"), "state", None), "fleetcast", None)
+            last_seen = getattr(state, "last_seen", None)
+            if isinstance(last_seen, LastSeen) and last_seen.pending_downloads:
+                await last_seen.flush()
+        await self.app(scope, receive, send)

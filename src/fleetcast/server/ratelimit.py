@@ -61,6 +61,16 @@ class TokenBuckets:
             self._buckets.popitem(last=False)
         return wait
 
+    def wait(self, key: str) -> float:
+        """Seconds until ``key`` has an attempt left (0: now), without taking one."""
+        if self.burst <= 0 or key not in self._buckets:
+            return 0.0
+        tokens, last = self._buckets[key]
+        tokens = min(float(self.burst), tokens + (self._clock() - last) * self.rate)
+        if tokens >= 1.0:
+            return 0.0
+        return (1.0 - tokens) / self.rate if self.rate > 0 else math.inf
+
 
 @dataclass
 class AuthRateLimits:
@@ -77,6 +87,24 @@ class AuthRateLimits:
     def check_identity(self, identity_hash: str) -> None:
         """Raises: RateLimitedError: this identity made too many attempts."""
         _refuse_if(self.per_identity.take(identity_hash), "for this device identity")
+
+    def check_failed_tokens(self, client: str | None) -> None:
+        """Refuse a client whose wrong tokens used up its address's budget (DDI).
+
+        hawkBit DDI devices send their token with every request, so only the
+        *failed* ones count (:meth:`count_failed_token`), against the same
+        per-address bucket as ``POST /auth``: a device polling correctly is
+        never slowed down, a token guesser is.
+
+        Raises: RateLimitedError: no attempt left for this address.
+        """
+        if client is not None:
+            _refuse_if(self.per_client.wait(client), "from this address")
+
+    def count_failed_token(self, client: str | None) -> None:
+        """Charge one failed token to the client's address."""
+        if client is not None:
+            self.per_client.take(client)
 
 
 def _refuse_if(wait: float, what: str) -> None:

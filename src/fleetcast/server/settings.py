@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fleetcast.trust import SNAPSHOT_LIFETIME, TIMESTAMP_LIFETIME
+
 
 class Settings(BaseSettings):
     """Everything the server can be told.
@@ -57,7 +59,9 @@ class Settings(BaseSettings):
             so their unchanged ``/next`` is answered without the database
             (``fleetcast.server.answers``); 0 turns it off.
         idle_cache_ttl: Seconds such an entry is trusted; notifications drop it
-            at once, this bounds a missed one.
+            at once (and all of them after a lost PostgreSQL notification
+            connection), this bounds a missed one. Must exceed the devices'
+            poll interval, or no poll ever finds its entry (default 15 min).
         ddi_tenant: The hawkBit tenant in DDI paths (``/{tenant}/controller/v1/...``),
             compared without regard to case.
         ddi_gateway_token: hawkBit ``GatewayToken`` (at least 16 characters): a
@@ -79,6 +83,9 @@ class Settings(BaseSettings):
         delta_interval: Seconds between two looks for deltas to generate.
         delta_wait: Longest time ``/next`` withholds an update from a device
             whose delta is being generated; then it gets the full artifact.
+        tuf_timestamp_lifetime: Validity of the image repository's ``timestamp``
+            the server signs, in seconds; re-signed when less than half is left.
+        tuf_snapshot_lifetime: Validity of its ``snapshot``, likewise.
     """
 
     model_config = SettingsConfigDict(env_prefix="FLEETCAST_", extra="ignore")
@@ -107,7 +114,7 @@ class Settings(BaseSettings):
     mqtt_topic_prefix: str = "fleetcast"
     last_seen_flush_interval: float = Field(default=10.0, gt=0)
     idle_cache_size: int = Field(default=200_000, ge=0)
-    idle_cache_ttl: float = Field(default=30.0, ge=0)
+    idle_cache_ttl: float = Field(default=900.0, ge=0)
 
     ddi_tenant: str = Field(default="default", min_length=1, max_length=64)
     ddi_gateway_token: str | None = Field(default=None, min_length=16, repr=False)
@@ -120,6 +127,8 @@ class Settings(BaseSettings):
     delta_workers: int = Field(default=1, ge=1, le=64)
     delta_interval: float = Field(default=2.0, gt=0)
     delta_wait: float = Field(default=600.0, ge=0)
+    tuf_timestamp_lifetime: int = Field(default=TIMESTAMP_LIFETIME, ge=60)
+    tuf_snapshot_lifetime: int = Field(default=SNAPSHOT_LIFETIME, ge=60)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fleetcast.agent import SimulatedDevice, run_agent
+from fleetcast.agent.config import TrustConfig
 
 
 class SimulatedFleet:
@@ -16,10 +17,19 @@ class SimulatedFleet:
     simulated; its agent is the real one, talking HTTP to ``server_url``.
     """
 
-    def __init__(self, root: Path, server_url: str, trusted_keys: Sequence[Path]) -> None:
+    def __init__(
+        self,
+        root: Path,
+        server_url: str,
+        trusted_keys: Sequence[Path],
+        *,
+        trust: TrustConfig | None = None,
+    ) -> None:
         self.root = root
         self.server_url = server_url
         self.trusted_keys = list(trusted_keys)
+        #: TUF root files every device ships with (None: signature-only devices).
+        self.trust = trust
         self.devices: list[SimulatedDevice] = []
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -61,6 +71,7 @@ class SimulatedFleet:
                 health_commands=commands,
                 long_poll=long_poll,
                 poll_interval=poll_interval,
+                trust=self.trust,
             )
             created.append(device)
         self.devices.extend(created)

@@ -97,6 +97,11 @@ class FleetStats:
     failures: int = 0
     errors: int = 0
     push_notices: int = 0
+    #: Long-polls sent (each device's first check-in in a run is a short poll
+    #: that learns the idle ETag; then it long-polls with If-None-Match).
+    long_polls_sent: int = 0
+    #: Whether the MQTT subscription is in place.
+    subscribed: bool = False
     offered_at: dict[str, float] = field(default_factory=dict)
     finished_at: dict[str, float] = field(default_factory=dict)
 
@@ -168,8 +173,12 @@ class VirtualFleet:
         offline_seconds: how long an "offline" device stays away mid-download.
         slow_seconds: extra time a slow device takes to download and to install.
         seed, prefix: keys and serials (``{prefix}-0000001``).
+        first: the index of the first device (``{prefix}-{first:07d}``), so
+            that several processes can each run a slice of one fleet.
         install: False to stop each device once it was offered an update
             (to measure how fast a fleet learns of a deployment).
+        first_checkin: False to let push devices with a token start by
+            waiting for a notice (as if they had checked in just before).
     """
 
     def __init__(
@@ -192,7 +201,9 @@ class VirtualFleet:
         slow_seconds: float = 5.0,
         seed: str = "fleetcast-sim",
         prefix: str = "vdev",
+        first: int = 1,
         install: bool = True,
+        first_checkin: bool = True,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.device_type = device_type
@@ -207,12 +218,13 @@ class VirtualFleet:
         self.offline_seconds = offline_seconds
         self.slow_seconds = slow_seconds
         self.install = install
+        self.first_checkin = first_checkin
         self.stats = FleetStats()
         if self.mix.push and mqtt_url is None:
             raise UsageError("push devices need an MQTT broker (mqtt_url)")
-        rng = random.Random(seed)
+        rng = random.Random(seed if first == 1 else f"{seed}:{first}")
         self.devices: list[VirtualDevice] = []
-        for index in range(1, count + 1):
+        for index in range(first, first + count):
             serial = serial_of(prefix, index)
             device = VirtualDevice(
                 serial=serial,
@@ -273,6 +285,12 @@ class VirtualFleet:
         client = self._pool
         # Spread the first contacts over a second so they do not all arrive at once.
         await asyncio.sleep(random.random())
+        if device.push and not self.first_checkin and device.token is not None:
+            # As if it had checked in before the run: it waits for a notice.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_interval * random.uniform(0.9, 1.1)):
+                    await device.wake.wait()
+            device.wake.clear()
         while not self._stop.is_set():
             try:
                 if device.token is None:
@@ -351,7 +369,11 @@ class VirtualFleet:
     async def _cycle(self, client: Pool, device: VirtualDevice) -> bool:
         """One check-in (and the update it offers); False when the device is done."""
         started = time.monotonic()
-        wait = 0 if device.push else self.long_poll
+        # Without an ETag a long-poll would wait for an update, not for a change:
+        # the first check-in learns the idle answer's ETag with a short poll.
+        wait = 0 if device.push or device.etag is None else self.long_poll
+        if wait:
+            self.stats.long_polls_sent += 1
         headers = {"If-None-Match": device.etag} if device.etag else {}
         response = await self._request(
             client, device, "GET", f"/next?wait={wait}", ok=(200, 304), headers=headers
@@ -486,6 +508,7 @@ class VirtualFleet:
                     address.host, address.port, username=address.username, password=address.password
                 ) as mqtt:
                     await mqtt.subscribe(topic, qos=0)
+                    self.stats.subscribed = True
                     async for message in mqtt.messages:
                         parts = str(message.topic).split("/")
                         device = self._by_id.get(parts[-2]) if len(parts) >= 2 else None

@@ -24,6 +24,12 @@ TABLES = {
     "ddi_actions",
     "deltas",
     "audit_events",
+    "tuf_keys",
+    "tuf_metadata",
+    "tuf_director",
+    "tuf_nonces",
+    "tuf_version_reports",
+    "artifact_keys",
 }
 
 

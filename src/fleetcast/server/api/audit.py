@@ -18,7 +18,7 @@ from typing import Annotated, Any, Final
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
 
-from fleetcast.server.api.deps import READ_METHODS, Admin, Session
+from fleetcast.server.api.deps import READ_METHODS, Authenticated, Session
 from fleetcast.server.errors import ServerError
 from fleetcast.server.services import audit
 
@@ -60,9 +60,12 @@ async def _request_details(request: Request) -> dict[str, Any]:
 
 
 async def audit_trail(
-    request: Request, session: Session, token: Admin
+    request: Request, session: Session, token: Authenticated
 ) -> AsyncIterator[AuditTrail]:
     """Record the request's management action after the route ran (see the module docstring).
+
+    Routers list it before ``current_admin``: a change refused for the token's
+    scope (403) raises inside it and is recorded like any other outcome.
 
     It writes with the request's own session, after a rollback of whatever the
     route left uncommitted (which closing the session would discard anyway):

@@ -46,19 +46,27 @@ Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def current_admin(
-    request: Request,
+async def authenticated_admin(
     session: Session,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
 ) -> AdminToken:
-    """The management token of the request; a change needs at least the operator scope.
-
-    Raises UnauthorizedError without a valid token, ForbiddenError when a
-    read-only token asks for anything but a read.
-    """
+    """The management token of the request, whatever its scope (raises UnauthorizedError)."""
     token = await check_admin_token(session, credentials.credentials if credentials else None)
     # End the read transaction now: the route opens its own.
     await session.commit()
+    return token
+
+
+Authenticated = Annotated[AdminToken, Depends(authenticated_admin, scope="function")]
+
+
+async def current_admin(request: Request, token: Authenticated) -> AdminToken:
+    """The management token of the request; a change needs at least the operator scope.
+
+    Raises UnauthorizedError without a valid token, ForbiddenError when a
+    read-only token asks for anything but a read. Routers list the audit
+    dependency before this one, so such a refused change is audited too.
+    """
     if request.method not in READ_METHODS:
         require_scope(token, TokenScope.OPERATOR)
     return token

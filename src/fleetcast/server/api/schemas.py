@@ -12,6 +12,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleetcast.core.wire import MAX_REPORT_SEQ
+from fleetcast.server.api.trust_schemas import VersionReportOut
+
 DeviceStatusName = Literal["pending", "accepted", "preauthorized", "rejected", "decommissioned"]
 DeploymentStatusName = Literal["running", "paused", "completed", "aborted"]
 ReportStatusName = Literal[
@@ -73,11 +76,27 @@ class StatusReportIn(BaseModel):
     message: str = ""
     log_tail: list[str] = Field(default_factory=list)
     rolled_back: bool = False
+    seq: int | None = Field(
+        default=None,
+        strict=True,
+        ge=0,
+        le=MAX_REPORT_SEQ,
+        description="The device's report sequence number; a report whose seq is not above "
+        "the highest recorded for this device in this deployment is ignored (204).",
+    )
 
 
 class SignedManifestOut(BaseModel):
     signed: dict[str, Any]
     signatures: list[dict[str, str]]
+
+
+class WrappedKeyOut(BaseModel):
+    """A content key wrapped for one X25519 key (ADR 0008; hex fields)."""
+
+    recipient: str = Field(description="Hex sha256 of the recipient's raw X25519 public key.")
+    ephemeral: str = Field(description="The sender's ephemeral X25519 public key (hex).")
+    wrapped: str = Field(description="AES-256-GCM of the 32-byte content key (hex).")
 
 
 class UpdateOfferOut(BaseModel):
@@ -88,6 +107,11 @@ class UpdateOfferOut(BaseModel):
     download_url: str
     manifest: SignedManifestOut
     allow_downgrade: bool
+    wrapped_key: WrappedKeyOut | None = Field(
+        default=None,
+        description="An artifact encrypted per device: its content key wrapped for this "
+        "device's X25519 key (inventory attribute fleetcast.x25519). Absent otherwise.",
+    )
 
 
 class NextUpdateOut(BaseModel):
@@ -113,6 +137,11 @@ class DeviceOut(BaseModel):
     last_seen_at: dt.datetime | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    version_report: VersionReportOut | None = Field(
+        default=None,
+        description="The last signed version report the device proved (ADR 0008); "
+        "in GET /devices/{id} only.",
+    )
 
 
 class DevicePage(BaseModel):
@@ -135,6 +164,12 @@ class PreauthorizeIn(_In):
     device_type: str = Field(min_length=1, max_length=128)
     kind: DeviceKindName = Field(
         default="native", description='ddi: identity is {"controller_id": ...}.'
+    )
+
+
+class PublicKeyIn(_In):
+    public_key: str = Field(
+        min_length=1, max_length=16384, description="The device's new Ed25519 public key (PEM)."
     )
 
 

@@ -17,6 +17,7 @@ from fleetcast.server.api.schemas import (
     TargetIn,
     TokenOut,
 )
+from fleetcast.server.api.trust_schemas import VersionReportOut
 from fleetcast.server.db.models import (
     AdminToken,
     Artifact,
@@ -24,6 +25,7 @@ from fleetcast.server.db.models import (
     Device,
     DeviceEvent,
 )
+from fleetcast.server.db.trust_models import TufVersionReport
 from fleetcast.server.rollout.plan import Phase
 from fleetcast.server.services.credentials import scope_of
 from fleetcast.server.services.deployments import DeploymentSummary
@@ -45,6 +47,18 @@ def device_out(device: Device) -> DeviceOut:
         last_seen_at=device.last_seen_at,
         created_at=device.created_at,
         updated_at=device.updated_at,
+    )
+
+
+def version_report_out(report: TufVersionReport) -> VersionReportOut:
+    return VersionReportOut(
+        received_at=report.received_at,
+        time=report.reported_time,
+        nonce=report.nonce,
+        installed_target=report.installed_target,
+        installed_sha256=report.installed_sha256,
+        release_counter=report.release_counter,
+        report=dict(report.report),
     )
 
 

@@ -20,7 +20,7 @@ from fleetcast.server.compat import ddi_service
 from fleetcast.server.compat.files import blob_response
 from fleetcast.server.compat.urls import external_base
 from fleetcast.server.db.models import Artifact, Device
-from fleetcast.server.errors import NotFoundError
+from fleetcast.server.errors import NotFoundError, UnauthorizedError
 
 router = APIRouter(
     prefix="/{tenant}/controller/v1/{controller_id}",
@@ -29,6 +29,7 @@ router = APIRouter(
         401: {"model": ErrorResponse},
         403: {"model": ErrorResponse},
         404: {"model": ErrorResponse},
+        429: {"model": ErrorResponse},
     },
 )
 
@@ -40,14 +41,25 @@ ActionId = Annotated[int, Path(ge=1, le=2**62, description="A DDI action id.")]
 async def ddi_device(
     tenant: Tenant,
     controller_id: ControllerId,
+    request: Request,
     session: Session,
     state: State,
     authorization: Annotated[str | None, Header()] = None,
 ) -> Device:
-    """The accepted DDI device of the request (TargetToken or GatewayToken)."""
-    return await ddi_service.authenticate(
-        session, state.settings, tenant, controller_id, authorization
-    )
+    """The accepted DDI device of the request (TargetToken or GatewayToken).
+
+    Wrong tokens are charged to the client's address (429 once its budget is gone).
+    """
+    limits = state.admission.rate_limits
+    client = request.client.host if request.client else None
+    limits.check_failed_tokens(client)
+    try:
+        return await ddi_service.authenticate(
+            session, state.settings, tenant, controller_id, authorization
+        )
+    except UnauthorizedError:
+        limits.count_failed_token(client)
+        raise
 
 
 DdiDevice = Annotated[Device, Depends(ddi_device, scope="function")]

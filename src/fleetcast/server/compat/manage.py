@@ -119,8 +119,8 @@ router = APIRouter(
     prefix="/api/v1/devices",
     tags=["devices"],
     dependencies=[
-        Depends(current_admin, scope="function"),
         Depends(audit_trail, scope="function"),
+        Depends(current_admin, scope="function"),
     ],
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )

@@ -49,7 +49,11 @@ MenderDevice = Annotated[Device, Depends(mender_device, scope="function")]
 async def auth_request(request: Request, session: Session, state: State) -> PlainTextResponse:
     """Authenticate; an accepted device gets its token as the response body."""
     token = await mender_service.authenticate(
-        session, await request.body(), request.headers.get(SIGNATURE_HEADER), state.admission
+        session,
+        await request.body(),
+        request.headers.get(SIGNATURE_HEADER),
+        state.admission,
+        client=request.client.host if request.client else None,
     )
     return PlainTextResponse(token, media_type="application/jwt")
 

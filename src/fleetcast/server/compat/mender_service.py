@@ -147,17 +147,27 @@ def _identity(id_data: object) -> dict[str, str]:
 
 
 async def authenticate(
-    session: AsyncSession, body: bytes, signature: str | None, policy: AdmissionPolicy
+    session: AsyncSession,
+    body: bytes,
+    signature: str | None,
+    policy: AdmissionPolicy,
+    *,
+    client: str | None = None,
 ) -> str:
     """Admit a Mender device; return its bearer token.
 
+    Attempts count against the same budgets as ``POST /auth`` (per client
+    address, per identity), checked before any signature work.
+
     Raises:
+        RateLimitedError: too many attempts from this address or for this identity.
         ValidationError: malformed body or public key.
         BadSignatureError: the signature is missing or wrong.
         KeyMismatchError: the identity is known with another key.
         DevicePendingError: waiting for an operator.
         DeviceRejectedError: rejected or decommissioned.
     """
+    policy.rate_limits.check_client(client)
     try:
         request = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -165,9 +175,10 @@ async def authenticate(
     if not isinstance(request, dict) or not isinstance(request.get("pubkey"), str):
         raise ValidationError("auth request needs id_data and pubkey")
     identity = _identity(request.get("id_data"))
+    _, lookup = identity_hash(DeviceKind.MENDER, identity)
+    policy.rate_limits.check_identity(lookup)
     key, pem, keyid = load_public_key(request["pubkey"])
     verify_signature(key, body, signature)
-    _, lookup = identity_hash(DeviceKind.MENDER, identity)
     device = await session.scalar(select(Device).where(Device.identity_hash == lookup))
     if device is None:
         device = new_compat_device(

@@ -232,6 +232,9 @@ class DeploymentDevice(Base):
     # included) and what full images would have cost: set when it first downloads.
     bytes_shipped: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     bytes_full: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The highest status-report ``seq`` recorded for this membership (None: the device
+    # sent none yet). A report at or below it arrived late and is ignored.
+    report_seq: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class DeviceEvent(Base):
@@ -333,3 +336,21 @@ class AuditEvent(Base):
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     outcome: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
+
+
+class ArtifactKey(Base):
+    """The content key of an artifact encrypted per device (ADR 0008), sealed.
+
+    ``sealed`` is the hex of ``nonce ‖ AES-256-GCM(key-encryption key, content key)``;
+    the key-encryption key is a file in the data directory, never in the
+    database or the blob store (:mod:`fleetcast.server.services.content_keys`).
+    """
+
+    __tablename__ = "artifact_keys"
+
+    artifact_id: Mapped[str] = mapped_column(
+        ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    key_id: Mapped[str] = mapped_column(String(64))
+    sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

@@ -78,12 +78,17 @@ def delta_path(delta_id: str) -> str:
 
 
 def image_payload(artifact: Artifact) -> Payload | None:
-    """The ``rootfs-image`` payload of a Fleetcast artifact, or None."""
+    """The ``rootfs-image`` payload of a Fleetcast artifact, or None.
+
+    None as well for an encrypted image (ADR 0008): the server cannot read
+    it, so no delta is made to or from it and its devices get the full artifact.
+    """
     if getattr(artifact, "format", "fleetcast") != "fleetcast":
         return None
     if artifact.payload_type != "rootfs-image":
         return None
-    return SignedManifest.from_dict(artifact.manifest).manifest.payloads[0]
+    payload = SignedManifest.from_dict(artifact.manifest).manifest.payloads[0]
+    return None if payload.encryption is not None else payload
 
 
 def choose_engine(settings: Settings, payload: Payload) -> str | None:

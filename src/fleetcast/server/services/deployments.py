@@ -41,6 +41,7 @@ from fleetcast.server.states import (
     DeviceStatus,
     RolloutState,
 )
+from fleetcast.server.trust.releases import require_released
 
 # Rows per INSERT when registering a large target.
 _BATCH = 5000
@@ -115,6 +116,8 @@ async def create_deployment(
     Raises:
         RequestInvalidError: bad phases, an empty target, a target that matches
             no accepted device, or an unknown artifact.
+        ArtifactNotReleasedError: the image repository is set up and a
+            Fleetcast artifact has no target in it.
     """
     validate_phases(phases)
     if target.empty:
@@ -136,6 +139,9 @@ async def create_deployment(
                 details={"field": "alternatives", "artifact_id": other_id},
             )
         candidates.append(other)
+    for candidate in candidates:
+        # With an image repository, devices only trust released artifacts (ADR 0008).
+        await require_released(session, candidate)
     matched = (await session.execute(_target_query(target))).all()
     if not matched:
         raise RequestInvalidError("target matches no accepted device", details={"field": "target"})

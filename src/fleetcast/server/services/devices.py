@@ -269,6 +269,43 @@ async def preauthorize(
     return device
 
 
+async def replace_key(session: AsyncSession, device_id: str, public_key_pem: str) -> Device:
+    """Give a native device a new identity key (the operator's side of a key rotation).
+
+    The device keeps its id, status, tags and history; from now on only the
+    new key signs in (the old one gets 401 ``key_mismatch``). Tokens issued
+    before stay valid until they expire, so a device that rotates its key
+    itself is not cut off mid-update.
+
+    Raises:
+        NotFoundError: no such device.
+        ConflictError: not a native device, or decommissioned.
+        ValidationError: the key is not Ed25519 PEM.
+    """
+    device = await get_device(session, device_id)
+    if device.kind != "native":
+        raise ConflictError(
+            f"device {device_id} is a {device.kind} device; only native devices have an "
+            "identity key to replace here",
+            details={"device_id": device_id, "kind": device.kind},
+        )
+    if device.status == DeviceStatus.DECOMMISSIONED:
+        raise ConflictError(
+            f"device {device_id} is decommissioned; that is final",
+            details={"device_id": device_id, "status": device.status},
+        )
+    new_id = key_id(public_key_from_pem(public_key_pem))
+    if new_id != device.public_key_id:
+        device.public_key = public_key_pem
+        device.public_key_id = new_id
+        add_event(
+            session, device.id, kind="admission", state=device.status,
+            message=f"identity key replaced (key {new_id[:12]})",
+        )  # fmt: skip
+    await session.commit()
+    return device
+
+
 async def history(session: AsyncSession, device_id: str) -> list[DeviceEvent]:
     """Every status report and admission change of a device, oldest first.
 

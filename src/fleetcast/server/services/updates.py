@@ -23,7 +23,7 @@ from fleetcast.core.manifest import SignedManifest
 from fleetcast.core.wire import StatusReport, UpdateOffer
 from fleetcast.server.db.models import Artifact, Deployment, DeploymentDevice, Device, utcnow
 from fleetcast.server.errors import DeploymentAbortedError, NotFoundError, StatusConflictError
-from fleetcast.server.services import deltas
+from fleetcast.server.services import content_keys, deltas
 from fleetcast.server.services.devices import add_event
 from fleetcast.server.settings import Settings
 from fleetcast.server.states import (
@@ -132,6 +132,10 @@ async def offer_for(
             on_delta_queued()
         if decision.wait:
             return None
+    # An artifact encrypted per device: its key wrapped for this device (ADR 0008).
+    wrapped_key = None
+    if settings is not None:
+        wrapped_key = await content_keys.wrapped_for(session, settings.data_dir, artifact, device)
     return UpdateOffer(
         deployment_id=chosen.id,
         artifact_id=artifact.id,
@@ -141,6 +145,7 @@ async def offer_for(
         manifest=SignedManifest.from_dict(artifact.manifest),
         allow_downgrade=chosen.allow_downgrade,
         delta=decision.offer,
+        wrapped_key=wrapped_key,
     )
 
 
@@ -148,6 +153,12 @@ async def report_status(
     session: AsyncSession, device: Device, deployment_id: str, report: StatusReport
 ) -> bool:
     """Record a status report; return whether anything changed (False: a repeat).
+
+    A report with a ``seq`` at or below the highest one recorded for this
+    membership was overtaken by a newer one (its request arrived late): it is
+    ignored like a repeat. A final report is exempt: it is the device's last
+    word in a deployment, so nothing newer can exist, and a device whose
+    counter went back (its journal was lost) must still be able to finish.
 
     Raises:
         NotFoundError: no such deployment, or the device is not part of it.
@@ -180,9 +191,14 @@ async def report_status(
     context = {"deployment_id": deployment_id, "device_id": device.id, "state": current.value}
     if deployment.status == DeploymentStatus.ABORTED and not report.status.terminal:
         raise DeploymentAbortedError(f"deployment {deployment_id} was aborted", details=context)
+    if _stale(member, report):
+        return False
     if new == current:
+        changed = _raise_seq(member, report.seq)
         if report.progress is not None and member.progress != report.progress:
             member.progress = report.progress
+            changed = True
+        if changed:
             await session.commit()
         return False
     # A device that had not started when the deployment was aborted may still
@@ -206,6 +222,7 @@ async def report_status(
     member.log_tail = log_tail
     member.rolled_back = member.rolled_back or report.rolled_back
     member.updated_at = utcnow()
+    _raise_seq(member, report.seq)
     artifact = await member_artifact(session, deployment, member.artifact_id)
     add_event(
         session,
@@ -222,4 +239,22 @@ async def report_status(
         device.artifact_name = artifact.name
         device.artifact_version = artifact.version
     await session.commit()
+    return True
+
+
+def _stale(member: DeploymentDevice, report: StatusReport) -> bool:
+    """Whether a newer report of this device in this deployment was already recorded."""
+    return (
+        report.seq is not None
+        and member.report_seq is not None
+        and report.seq <= member.report_seq
+        and not report.status.terminal
+    )
+
+
+def _raise_seq(member: DeploymentDevice, seq: int | None) -> bool:
+    """Remember ``seq`` as the highest recorded; return whether it was higher."""
+    if seq is None or (member.report_seq is not None and seq <= member.report_seq):
+        return False
+    member.report_seq = seq
     return True

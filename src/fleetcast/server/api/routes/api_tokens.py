@@ -19,8 +19,8 @@ router = APIRouter(
     prefix="/api/v1/tokens",
     tags=["API tokens"],
     dependencies=[
-        Depends(current_admin, scope="function"),
         Depends(audit_trail, scope="function"),
+        Depends(current_admin, scope="function"),
     ],
     responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}},
 )

@@ -14,15 +14,15 @@ from fleetcast.server.api.routes.device import artifact_file
 from fleetcast.server.api.schemas import ArtifactList, ArtifactOut, ErrorResponse
 from fleetcast.server.api.views import artifact_out
 from fleetcast.server.compat import uploads
-from fleetcast.server.services import artifacts
+from fleetcast.server.services import artifacts, content_keys
 from fleetcast.server.services.formats import ArtifactFormat
 
 router = APIRouter(
     prefix="/api/v1/artifacts",
     tags=["artifacts"],
     dependencies=[
-        Depends(current_admin, scope="function"),
         Depends(audit_trail, scope="function"),
+        Depends(current_admin, scope="function"),
     ],
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
@@ -126,3 +126,43 @@ async def download(artifact_id: str, session: Session, state: State) -> Response
 async def delete(artifact_id: str, session: Session, state: State) -> None:
     """Delete an artifact no deployment uses."""
     await artifacts.delete_artifact(session, state.blobs, artifact_id)
+
+
+@router.put(
+    "/{artifact_id}/content-key",
+    status_code=204,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+    responses={422: {"model": ErrorResponse}},
+)
+async def put_content_key(
+    artifact_id: str, request: Request, session: Session, state: State
+) -> None:
+    """Store the content key of an artifact encrypted per device (ADR 0008).
+
+    The body is the raw 32-byte key (``application/octet-stream``, never JSON,
+    so the audit log does not record it). It must be the key the manifest
+    names, and every payload must decrypt to its signed hashes; the server
+    keeps it only sealed with its key-encryption key, and wraps it for each
+    device's offer.
+    """
+    row = await artifacts.get_artifact(session, artifact_id)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > 64:  # a key is 32 bytes: never buffer an arbitrary body
+            break
+    await content_keys.store(
+        session,
+        state.blobs,
+        state.settings.data_dir,
+        row,
+        body,
+        trusted_keys=state.trusted_keys,
+    )

@@ -22,7 +22,9 @@ router = APIRouter(
 async def list_audit_events(
     session: Session,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[int | None, Query(description="Only events older than this id.")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=2**62, description="Only events older than this id.")
+    ] = None,
     actor: Annotated[str | None, Query(description="The API token's id or name.")] = None,
     action: Annotated[
         str | None,

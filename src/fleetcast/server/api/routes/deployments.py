@@ -25,8 +25,8 @@ router = APIRouter(
     prefix="/api/v1/deployments",
     tags=["deployments"],
     dependencies=[
-        Depends(current_admin, scope="function"),
         Depends(audit_trail, scope="function"),
+        Depends(current_admin, scope="function"),
     ],
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
@@ -97,7 +97,7 @@ async def list_devices(
     session: Session,
     state: RolloutState | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> DeploymentDevicePage:
     """Per-device state, phase, last message and identity, in rollout order."""
     rows, total = await deployments.list_members(

@@ -14,21 +14,23 @@ from fleetcast.server.api.schemas import (
     ErrorResponse,
     EventList,
     PreauthorizeIn,
+    PublicKeyIn,
     TagsIn,
 )
-from fleetcast.server.api.views import device_out, event_out
+from fleetcast.server.api.views import device_out, event_out, version_report_out
 from fleetcast.server.compat import manage
 from fleetcast.server.errors import RequestInvalidError
 from fleetcast.server.services import devices, fleet
 from fleetcast.server.services.formats import DeviceKind
 from fleetcast.server.states import DeviceStatus
+from fleetcast.server.trust import reports
 
 router = APIRouter(
     prefix="/api/v1/devices",
     tags=["devices"],
     dependencies=[
-        Depends(current_admin, scope="function"),
         Depends(audit_trail, scope="function"),
+        Depends(current_admin, scope="function"),
     ],
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
@@ -54,7 +56,7 @@ async def list_devices(
     ] = None,
     online_within: Annotated[int, Query(ge=1, le=366 * 86400)] = fleet.ONLINE_WITHIN,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> DevicePage:
     """Devices matching every filter given, newest first."""
     rows, total = await devices.list_devices(
@@ -99,7 +101,12 @@ async def preauthorize(body: PreauthorizeIn, session: Session, audit: Audit) -> 
 
 @router.get("/{device_id}", response_model=DeviceOut)
 async def get_device(device_id: str, session: Session) -> DeviceOut:
-    return device_out(await devices.get_device(session, device_id))
+    """One device, with the last version report it signed (``version_report``)."""
+    out = device_out(await devices.get_device(session, device_id))
+    report = await reports.last_report(session, device_id)
+    if report is not None:
+        out.version_report = version_report_out(report)
+    return out
 
 
 async def _set_status(
@@ -130,6 +137,17 @@ async def reject(device_id: str, session: Session, state: State) -> DeviceOut:
 async def decommission(device_id: str, session: Session, state: State) -> DeviceOut:
     """Retire a device for good."""
     return await _set_status(session, state, device_id, DeviceStatus.DECOMMISSIONED)
+
+
+@router.put("/{device_id}/public-key", response_model=DeviceOut)
+async def replace_key(
+    device_id: str, body: PublicKeyIn, session: Session, state: State
+) -> DeviceOut:
+    """Replace a native device's identity key (key rotation, or a device re-flashed
+    with a new key): only the new key signs in from now on."""
+    device = await devices.replace_key(session, device_id, body.public_key)
+    state.notifier.notify([device.id], push=False)
+    return device_out(device)
 
 
 @router.put("/{device_id}/tags", response_model=DeviceOut)

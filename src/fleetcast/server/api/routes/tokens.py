@@ -14,8 +14,8 @@ router = APIRouter(
     prefix="/api/v1/enrollment-tokens",
     tags=["enrollment tokens"],
     dependencies=[
-        Depends(current_admin, scope="function"),
         Depends(audit_trail, scope="function"),
+        Depends(current_admin, scope="function"),
     ],
     responses={401: {"model": ErrorResponse}},
 )
