@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-long lint typecheck unit e2e lock clean docs screenshots bench-agent bench-checkin bench-wakeup bench-download bench-rollout bench-delta
+.PHONY: demo test test-long lint typecheck unit e2e lock clean docs screenshots bench-agent bench-checkin bench-wakeup bench-download bench-rollout bench-delta bench-tuf
 
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,8 @@ bench-rollout: $(STAMP)
 
 # The long fault-injection variants (CI runs them too).
 test-long: $(STAMP)
-	FLEETCAST_LONG_FUZZ=1 FLEETCAST_LONG_FAULTS=1 FLEETCAST_LONG_SOAK=1 $(BIN)/pytest -q tests/fuzz tests/e2e/test_hostile_network.py tests/e2e/test_server_crash.py tests/e2e/test_soak.py
+	FLEETCAST_LONG_FUZZ=1 FLEETCAST_LONG_FAULTS=1 FLEETCAST_LONG_SOAK=1 $(BIN)/pytest -q tests/fuzz tests/agent/test_power_cut_every_write.py tests/e2e/test_hostile_network.py tests/e2e/test_server_crash.py tests/e2e/test_soak.py
 bench-delta: $(STAMP)
 	$(BIN)/python bench/delta/run.py
+bench-tuf: $(STAMP)
+	$(BIN)/python bench/tuf_metadata.py

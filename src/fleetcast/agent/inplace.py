@@ -44,20 +44,20 @@ the device as it found it when it fails, or be safe to run again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
 from fleetcast.agent.client import DeviceApi
 from fleetcast.agent.config import AgentConfig
+from fleetcast.agent.download import with_artifact
 from fleetcast.agent.health import check_env, run_command
-from fleetcast.agent.install import ByteSource, Installer
+from fleetcast.agent.install import Installer
 from fleetcast.agent.inventory import InstalledVersions
 from fleetcast.agent.journal import AddressedReport, JournalState, Phase, UpdateInProgress
 from fleetcast.agent.modules import ModuleOutcome, ModuleTarget
 from fleetcast.agent.payloads import InPlacePlan
 from fleetcast.agent.results import StepResult
-from fleetcast.core.wire import DeviceUpdateStatus, UpdateOffer
+from fleetcast.core.wire import DeviceUpdateStatus
 from fleetcast.exceptions import DeviceStateError, InvalidDataError, TransportError
 
 
@@ -83,8 +83,6 @@ class Host(Protocol):
     def _flush_report(self) -> bool: ...
 
     def _installer(self) -> Installer: ...
-
-    def _with_artifact(self, offer: UpdateOffer, use: Callable[[ByteSource], None]) -> None: ...
 
     def _fail(self, message: str) -> StepResult: ...
 
@@ -145,8 +143,8 @@ def _stage(agent: Host) -> StepResult:
     try:
         plan = _plan(agent)
         new_dests = plan.prepare()
-        agent._with_artifact(
-            update.offer, lambda source: installer.stage(update.offer, source, plan)
+        with_artifact(
+            agent, update.offer, lambda source: installer.stage(update.offer, source, plan)
         )
     except TransportError as e:
         result = agent._download_interrupted(e)

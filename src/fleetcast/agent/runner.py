@@ -91,7 +91,7 @@ from fleetcast.agent.decryption import (
 )
 from fleetcast.agent.health import check_env, run_configured_checks
 from fleetcast.agent.identity import load_or_create_device_key
-from fleetcast.agent.installers import BuiltinWriter, SlotInstaller, make_slot_installer
+from fleetcast.agent.installers import SlotInstaller, make_slot_installer
 from fleetcast.agent.inventory import InstalledVersions, installed_as, make_inventory
 from fleetcast.agent.journal import (
     AddressedReport,
@@ -105,6 +105,7 @@ from fleetcast.agent.journal import (
 from fleetcast.agent.push import PushListener
 from fleetcast.agent.results import StepResult
 from fleetcast.agent.slots import InstalledArtifacts, SlotContent
+from fleetcast.agent.trust.gate import refresh_if_due, verify_offer
 from fleetcast.agent.watchdog import SystemdWatchdog
 from fleetcast.core.signing import public_key_from_pem
 from fleetcast.core.wire import DeviceUpdateStatus, StatusReport, UpdateOffer
@@ -120,7 +121,7 @@ from fleetcast.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from fleetcast.agent.install import ByteSource, Installer, InstallProgress
+    from fleetcast.agent.install import Installer, InstallProgress
 
 # The update machinery (artifact reader, zstd, tar, delta engines, update
 # modules) is imported inside the methods that run an update: an idle agent
@@ -499,7 +500,7 @@ class Agent:
         answer = self.client.next_update(wait=self.config.long_poll, etag=self._etag)
         if answer.offer is None:
             self._etag = answer.etag
-            self._refresh_trust()
+            refresh_if_due(self)
             return StepResult.IDLE
         # Forget the ETag of an answer that carried an offer: a later 304 must
         # mean "still nothing to do", never "the same offer as before".
@@ -551,7 +552,7 @@ class Agent:
             where = f"into slot {update.target_slot}"
         try:
             if self.config.tuf:
-                offer, update = self._check_trust(offer, update, running)
+                offer, update = verify_offer(self, offer, update, running)
             if self.trusted_keys or not self.config.tuf:
                 # With TUF and no vendor keys, the image repository's offline
                 # targets keys vouch for the manifest (custom.manifest_sha256).
@@ -591,79 +592,6 @@ class Agent:
         self._transition("download-started")
         return self._advance()
 
-    def _check_trust(
-        self, offer: UpdateOffer, update: UpdateInProgress, running: SlotContent | None
-    ) -> tuple[UpdateOffer, UpdateInProgress]:
-        """Verify an offer with TUF before anything is downloaded (ADR 0008).
-
-        Returns the offer with ``allow_downgrade`` as the director signed it
-        (and the server offered it), and the update with the verified target.
-
-        Raises:
-            InvalidDataError: refused (untrusted metadata, no agreement, wrong
-                device type, lower release counter, not the released artifact).
-            TransportError: the server or a repository is unreachable (retry).
-            DeviceStateError: the check failed on the device.
-        """
-        from fleetcast.agent.install import is_in_place
-        from fleetcast.agent.trust.check import check_offer, check_with_tuf, release_counter
-        from fleetcast.agent.trust.installed import InPlaceTargets
-
-        manifest = offer.manifest.manifest
-        running_target = running.target if running is not None else None
-        target = check_with_tuf(
-            self.config,
-            self.client,
-            self._device_key,
-            installed=running_target,
-            deployment_id=offer.deployment_id,
-        )
-        self._trust_refreshed = time.monotonic()
-        if target is None:
-            raise IncompatibleError("TUF: the director directs no update to this device")
-        # The floor: the running root file system's release, or for an
-        # in-place artifact the last release of that name installed in place.
-        floor = (
-            InPlaceTargets(self.config.state_dir).get(manifest.name)
-            if is_in_place(manifest)
-            else running_target
-        )
-        verified = check_offer(
-            target,
-            offer,
-            device_type=self.config.device_type,
-            installed_counter=release_counter(floor),
-        )
-        self._log(f"TUF: {verified.path} verified, release counter {verified.release_counter}")
-        offer = replace(offer, allow_downgrade=offer.allow_downgrade and target.allow_downgrade)
-        return offer, replace(update, offer=offer, target=verified)
-
-    def _refresh_trust(self) -> None:
-        """Idle for ``refresh_interval``: send a version report, refresh both repositories.
-
-        Failures are logged, not raised: an idle device keeps polling.
-        """
-        trust = self.config.trust
-        if not self.config.tuf or trust is None:
-            return
-        now, last = time.monotonic(), self._trust_refreshed
-        if last is not None and now - last < trust.refresh_interval:
-            return
-        self._trust_refreshed = now
-        from fleetcast.agent.trust.check import check_with_tuf
-
-        running = self.installed.get(self.bootloader.active_slot())
-        try:
-            check_with_tuf(
-                self.config,
-                self.client,
-                self._device_key,
-                installed=running.target if running is not None else None,
-                deployment_id=None,
-            )
-        except FleetcastError as e:
-            logger.warning("TUF refresh failed: %s", e)
-
     # ------------------------------------------------------------------ the update
 
     def _advance(self) -> StepResult:
@@ -683,6 +611,7 @@ class Agent:
             return StepResult.ABORTED
 
     def _advance_unguarded(self) -> StepResult:
+        from fleetcast.agent.download import download
         from fleetcast.agent.inplace import advance_in_place
         from fleetcast.agent.install import is_in_place
 
@@ -694,7 +623,7 @@ class Agent:
             if self.bootloader.in_trial():
                 # Never leave a trial armed for a slot that is being rewritten.
                 self.bootloader.rollback()
-            return self._download()
+            return download(self)
         active = self.bootloader.active_slot()
         in_trial = self.bootloader.in_trial()
         if phase is Phase.INSTALLED and active == previous:
@@ -750,127 +679,6 @@ class Agent:
     def _progress(self, progress: InstallProgress) -> None:
         self.watchdog.alive(self.config.limits.request_timeout * 2)
         logger.debug("installed %d of %d bytes", progress.written, progress.total)
-
-    def _download(self) -> StepResult:
-        if not self._flush_report():
-            return StepResult.RETRY
-        update = self._update
-        offer = update.offer
-        # The slot is about to change: it holds no known artifact any more.
-        self.installed.set(update.target_slot, None)
-        # The slot itself, or the spool file of an external installer (RAUC, SWUpdate).
-        target = self.slot_installer.target(update.target_slot)
-        try:
-            if not self._install_delta(target):
-                self._install_full(offer, target)
-            self.watchdog.alive(self.config.installer.timeout + 60)
-            self.slot_installer.write(target, update.target_slot, self._log)
-        except TransportError as e:
-            return self._download_interrupted(e)
-        except (InvalidDataError, DeviceStateError) as e:
-            self._log(f"install into slot {update.target_slot} failed: {e}")
-            return self._fail(str(e))
-        self._log(f"slot {update.target_slot} holds the verified image")
-        report = self._report(DeviceUpdateStatus.INSTALLING, progress=100)
-        self.state = replace(
-            self.state, phase=Phase.INSTALLED, update=replace(self._update, resume=None)
-        ).queued(report)
-        self._transition("installed")
-        try:
-            self.slot_installer.cleanup()
-        except DeviceStateError as e:
-            self._log(f"could not remove the spooled payload: {e}")
-        return self._arm()
-
-    def _install_delta(self, target: Path) -> bool:
-        """Rebuild the image from the offered delta; False: install the full artifact.
-
-        Only with the built-in writer: the running slot is the delta's source.
-
-        Raises:
-            TransportError: the delta download broke off (it starts over next time).
-            DeviceStateError: a slot cannot be read or written.
-        """
-        from fleetcast.agent.delta import install_delta, usable_delta
-
-        update = self._update
-        if update.delta_abandoned or update.resume is not None:
-            return False
-        if not isinstance(self.slot_installer, BuiltinWriter):
-            return False
-        delta = usable_delta(update.offer, self.installed.get(update.previous_slot))
-        if delta is None:
-            return False
-        self._log(
-            f"applying a {delta.engine} delta of {delta.size} bytes "
-            f"from {delta.source_version} (full artifact: {update.offer.artifact_size})"
-        )
-        try:
-            install_delta(
-                update.offer,
-                delta,
-                source_slot=self.config.slots.path(update.previous_slot),
-                target_slot=target,
-                source=self.client.delta_source(delta),
-                progress=self._progress,
-            )
-        except ServerResponseError as e:
-            if e.status_code >= 500 or e.status_code == 429:
-                raise
-            return self._abandon_delta(f"the server refused the delta: {e}")
-        except InvalidDataError as e:
-            return self._abandon_delta(str(e))
-        self._log("delta applied; the image matches the signed manifest")
-        return True
-
-    def _abandon_delta(self, reason: str) -> bool:
-        self._log(f"delta not usable ({reason}); installing the full artifact")
-        update = replace(self._update, delta_abandoned=True)
-        self._transition("delta-abandoned", replace(self.state, update=update))
-        return False
-
-    def _install_full(self, offer: UpdateOffer, target: Path) -> None:
-        """Stream the whole artifact into ``target`` (resuming where the journal says).
-
-        Raises:
-            TransportError: the download broke off.
-            InvalidDataError: the artifact does not match what was signed.
-            DeviceStateError: the slot cannot be written.
-        """
-        installer = self._installer()
-        resume = self._update.resume
-        self._with_artifact(
-            offer, lambda source: installer.install(offer, target, source, resume=resume)
-        )
-
-    def _with_artifact(self, offer: UpdateOffer, use: Callable[[ByteSource], None]) -> None:
-        """Hand the offered artifact to ``use``; with TUF, also check the whole file.
-
-        The offer's size and sha256 are the TUF target's (checked before the
-        download started): the whole file must match before anything is armed
-        or switched, on top of the per-payload hashes of the pinned manifest.
-
-        Raises:
-            TransportError: the download broke off.
-            IntegrityError: the file is longer than, or differs from, the target.
-        """
-        source = self.client.artifact_source(offer)
-        if not self.config.tuf:
-            use(source)
-            return
-        from fleetcast.agent.trust.artifact import CheckedArtifactSource
-
-        checked = CheckedArtifactSource(
-            source,
-            length=offer.artifact_size,
-            sha256=offer.artifact_sha256,
-            chunk=self.config.limits.download_chunk,
-        )
-        try:
-            use(checked)
-            checked.finish()
-        finally:
-            checked.close()
 
     def _download_interrupted(self, error: TransportError) -> StepResult:
         """Count a broken download; give up (report failure) after the limit."""
