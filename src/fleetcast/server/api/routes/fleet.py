@@ -57,7 +57,9 @@ async def events(
     state: Annotated[str | None, Query(description="E.g. failure, success, accepted.")] = None,
     deployment_id: str | None = None,
     device_id: str | None = None,
-    before: Annotated[int | None, Query(description="Only events older than this id.")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=2**62, description="Only events older than this id.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> FleetEventList:
     """Device history entries across the fleet, newest first (e.g. the recent failures)."""
