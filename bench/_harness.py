@@ -284,6 +284,8 @@ class WrkResult:
     p99_ms: float
     transfer_mb_per_second: float
     errors: str
+    #: Complete responses with a status other than 2xx/3xx, counted in requests_per_second.
+    failed: int = 0
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -304,8 +306,12 @@ def wrk(
     script: Path | None = None,
     threads: int = 1,
     headers: Sequence[str] = (),
+    timeout: int = 30,
 ) -> WrkResult:
-    """Run wrk once (bounded by ``seconds``) and parse its summary."""
+    """Run wrk once (bounded by ``seconds``) and parse its summary.
+
+    ``timeout``: seconds one response may take before wrk counts it as an error.
+    """
     argv = [
         "wrk",
         "-t",
@@ -316,7 +322,7 @@ def wrk(
         f"{seconds}s",
         "--latency",
         "--timeout",
-        "30s",
+        f"{timeout}s",
     ]
     for header in headers:
         argv += ["-H", header]
@@ -347,6 +353,7 @@ def wrk(
         _ms(p99.group(1)) if p99 else float("nan"),
         mbps,
         problems or "none",
+        int(non2xx.group(1)) if non2xx else 0,
     )
 
 

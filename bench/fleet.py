@@ -1,31 +1,41 @@
 """Benchmarks 2 and 4: a virtual fleet against a real server (PostgreSQL, MQTT).
 
-    .venv/bin/python bench/fleet.py wakeup  [--devices 100000]   # benchmark 2
-    .venv/bin/python bench/fleet.py rollout [--devices 100000]   # benchmark 4
+    .venv/bin/python bench/fleet.py wakeup  [--devices 100000] [--profile]   # benchmark 2
+    .venv/bin/python bench/fleet.py rollout [--devices 100000] [--profile]   # benchmark 4
 
-``wakeup``: time from "deployment started" to every device having checked
-in and received the offer, once with every device on MQTT push (short
-polls once an hour otherwise) and once with every device long-polling.
-Target: under 60 s. A long-polling device holds a connection, and this
-machine allows 20,000 open files per process, so the long-poll run is
-capped at ``--long-poll-devices`` (default 15,000) and says so.
+``wakeup``: time from "deployment started" (the ``POST /deployments``
+returned) to every device having checked in and received the offer, per
+device, once with every device on MQTT push (no polls otherwise: their
+poll interval is an hour) and once with every device long-polling
+(``If-None-Match``, ``wait=600``). Target: under 60 s. A waiting long-poll
+holds a socket in the server, and this machine allows 20,000 open files per
+process (a hard limit this container cannot raise), so the long-poll run is
+capped at ``--long-poll-devices`` (default 18,000) and says so.
 
 ``rollout``: a full phased rollout (1 %, 10 %, 50 %, 100 %, no soak) of a
 64 KiB artifact to every device on MQTT push: wall time, the server's peak
-memory (VmHWM; target under 1 GiB) and the database size.
+memory (VmHWM; target under 1 GiB) and the database size. ``--budget``
+bounds it; devices finished by then are reported.
 
-A "device" here is a virtual device (``fleetcast.sim.virtual``): its own
-key, token, ETag and installed version, and one coroutine, in one load
-generator process. Devices do not own connections: they borrow one from a
-keep-alive pool (raw asyncio HTTP/1.1, ``fleetcast.sim._http``) for each
-request, 512 connections for push fleets, one per device plus 64 for
-long-poll fleets (a waiting long-poll holds its connection). Every device's
-MQTT notices arrive on one subscription. The bench raises its open-files
-limit to the hard limit before it starts.
+The fleet runs in ``--processes`` load-generator processes (default 4),
+each a slice of virtual devices (``fleetcast.sim.virtual``): every device
+has its own key, token, ETag and installed version and one coroutine; HTTP
+goes through a keep-alive pool per process (raw asyncio HTTP/1.1,
+``fleetcast.sim._http``): 256 connections for push fleets, one per device
+plus 16 for long-poll fleets. Each process has **one** MQTT connection with
+one wildcard subscription carrying every device's notices (a real fleet has
+one broker connection per device: Mosquitto's per-connection cost is not
+measured here). Push devices start as if they had checked in just before
+the run (warm = the subscription is in place); long-polling devices first
+learn the idle ETag with a short poll, then wait (warm = every long-poll
+sent). Offer times are ``time.monotonic()``, system-wide on Linux, so the
+processes' times compare. The bench raises its open-files limit to the hard
+limit.
 
 The fleet is pre-provisioned: device rows are bulk-inserted and their
 tokens minted directly (100,000 ``/auth`` calls are setup, not what is
-measured). Server and fleet share the machine's two cores.
+measured). Server, PostgreSQL, Mosquitto and fleet share the machine's two
+cores.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import queue as queue_module
+import signal
 import sys
 import threading
 import time
@@ -142,6 +153,7 @@ def run_fleet(
                     "install": install,
                     "topic": topic,
                     "budget": budget,
+                    "devices": devices,
                 }
                 worker = context.Process(target=fleet_worker, args=(queue, spec), daemon=True)
                 worker.start()
@@ -240,6 +252,9 @@ def fleet_worker(queue: mp.Queue[tuple[Any, ...]], spec: dict[str, Any]) -> None
             # Push devices checked in "before the run": the warm-up only waits for
             # the MQTT subscription (their first poll is not what is measured).
             first_checkin=not push,
+            # Long-pollers' first (short) polls read the database: spread them at
+            # about what the server answers (~100/s here) instead of all at once.
+            spread=1.0 if push else spec["devices"] / 100,
         )
 
         async def scenario() -> FleetStats:
@@ -303,6 +318,10 @@ def main() -> None:
         "--modes", default="push,long-poll", help="wakeup: which of push, long-poll to run"
     )
     args = parser.parse_args()
+    # Started in the background, a shell ignores SIGINT for us: make both it and
+    # SIGTERM stop the run through the context managers (server, database, files).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"machine: {machine()}; open files: {raise_open_files_limit():,}")
     profiles: dict[str, list[tuple[str, float]]] = {}
     if args.which == "wakeup":

@@ -33,6 +33,17 @@ def test_keys_are_deterministic_and_mixes_are_checked() -> None:
         VirtualFleet("http://x", count=1, mix=FleetMix(push=1.0))
 
 
+def test_a_fleet_can_be_split_into_slices_with_the_same_devices() -> None:
+    """Several load-generator processes each run a slice: together, the same fleet."""
+    whole = VirtualFleet("http://x", count=5)
+    slices = [VirtualFleet("http://x", count=3), VirtualFleet("http://x", count=2, first=4)]
+    assert [d.serial for d in whole.devices] == [d.serial for f in slices for d in f.devices]
+    assert [d.key.private_bytes_raw() for d in whole.devices] == [
+        d.key.private_bytes_raw() for f in slices for d in f.devices
+    ]
+    assert slices[1].devices[0].serial == "vdev-0000004"
+
+
 def test_a_mixed_virtual_fleet_goes_through_a_phased_rollout(
     server: ServerThread, artifact_v2: BuiltArtifact, tmp_path: Path
 ) -> None:

@@ -179,6 +179,8 @@ class VirtualFleet:
             (to measure how fast a fleet learns of a deployment).
         first_checkin: False to let push devices with a token start by
             waiting for a notice (as if they had checked in just before).
+        spread: seconds over which the devices' first contacts are spread
+            (a real fleet's polls are spread over its poll interval).
     """
 
     def __init__(
@@ -204,6 +206,7 @@ class VirtualFleet:
         first: int = 1,
         install: bool = True,
         first_checkin: bool = True,
+        spread: float = 1.0,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.device_type = device_type
@@ -219,6 +222,7 @@ class VirtualFleet:
         self.slow_seconds = slow_seconds
         self.install = install
         self.first_checkin = first_checkin
+        self.spread = spread
         self.stats = FleetStats()
         if self.mix.push and mqtt_url is None:
             raise UsageError("push devices need an MQTT broker (mqtt_url)")
@@ -283,8 +287,8 @@ class VirtualFleet:
     async def _live(self, index: int, device: VirtualDevice) -> None:
         assert self._pool is not None
         client = self._pool
-        # Spread the first contacts over a second so they do not all arrive at once.
-        await asyncio.sleep(random.random())
+        # Spread the first contacts so they do not all arrive at once.
+        await asyncio.sleep(random.uniform(0.0, self.spread))
         if device.push and not self.first_checkin and device.token is not None:
             # As if it had checked in before the run: it waits for a notice.
             with contextlib.suppress(TimeoutError):
