@@ -20,14 +20,13 @@ substituted per-device key is refused before a byte is downloaded.
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from fleetcast.agent.atomicfile import write_atomic
+from fleetcast.agent.identity import load_or_create_key
 from fleetcast.core.envelope import (
     X25519_ATTRIBUTE,
     WrappedKey,
@@ -40,7 +39,6 @@ from fleetcast.core.envelope import (
 )
 from fleetcast.core.manifest import Manifest
 from fleetcast.exceptions import (
-    DeviceStateError,
     IncompatibleError,
     IntegrityError,
     UsageError,
@@ -58,28 +56,15 @@ def load_or_create_x25519_key(state_dir: Path) -> X25519PrivateKey:
             (never silently replaced: content keys already wrapped for it
             would become unusable), or the state directory is not writable.
     """
-    path = state_dir / X25519_KEY_FILE
-    try:
-        pem = path.read_bytes()
-    except FileNotFoundError:
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DeviceStateError(f"cannot create state directory {state_dir}: {e}") from e
-        key = X25519PrivateKey.generate()
-        write_atomic(path, x25519_private_to_pem(key), mode=0o600)
-        return key
-    except OSError as e:
-        raise DeviceStateError(f"cannot read device decryption key {path}: {e}") from e
-    if stat.S_IMODE(path.stat().st_mode) & 0o077:
-        path.chmod(0o600)  # tighten rather than refuse, as for the identity key
-    try:
-        return x25519_private_from_pem(pem)
-    except ValidationError as e:
-        raise DeviceStateError(
-            f"device decryption key {path} is corrupt ({e}); restore it, or delete it "
-            "(a new key is created and reported; artifacts are then wrapped for it)"
-        ) from e
+    return load_or_create_key(
+        state_dir / X25519_KEY_FILE,
+        generate=X25519PrivateKey.generate,
+        to_pem=x25519_private_to_pem,
+        from_pem=x25519_private_from_pem,
+        what="device decryption key",
+        if_corrupt="delete it (a new key is created and reported; artifacts are then "
+        "wrapped for it)",
+    )
 
 
 def public_hex(key: X25519PrivateKey) -> str:
