@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import os
 import re
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -87,7 +88,15 @@ def _fds(pid: int) -> int:
 
 def _db_bytes(data_dir: Path, database_url: str | None) -> int:
     if database_url is None:
-        return sum(p.stat().st_size for p in data_dir.glob("fleetcast.db*"))
+        # The database's pages (committed WAL content included), not the files:
+        # the WAL file grows to the checkpoint size and back whatever the data.
+        db = sqlite3.connect(f"file:{data_dir / 'fleetcast.db'}?mode=ro", uri=True, timeout=10)
+        try:
+            pages = db.execute("PRAGMA page_count").fetchone()[0]
+            size = db.execute("PRAGMA page_size").fetchone()[0]
+        finally:
+            db.close()
+        return int(pages) * int(size)
     name = database_url.rsplit("/", 1)[1]
     dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
 
@@ -211,7 +220,11 @@ def run_soak(
             roller = threading.Thread(target=roll, daemon=True)
             roller.start()
             started = time.monotonic()
-            while (elapsed := time.monotonic() - started) < duration:
+            # At least two rollouts however slow the machine (up to 3x the duration):
+            # a soak that saw one rollout says little about what repeats.
+            while (elapsed := time.monotonic() - started) < duration or (
+                rollouts < 2 and elapsed < 3 * duration
+            ):
                 events = admin.get("/events", limit=1)["items"]
                 samples.append(
                     Sample(
