@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -238,6 +239,29 @@ def process(
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+
+
+@contextlib.contextmanager
+def mosquitto(work: Path) -> Iterator[str]:
+    """A throwaway Mosquitto (Debian package) on a free port; its ``mqtt://`` URL.
+
+    A benchmark's load generator carries thousands of devices' notices on one
+    wildcard subscription, so the per-client queue limit that protects a
+    broker from one slow device (``max_queued_messages``, 1000 by default;
+    beyond it Mosquitto drops even QoS 0 messages) is lifted: a real device
+    receives one notice per deployment, on its own connection.
+    """
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(binary).exists():
+        raise SystemExit("this benchmark needs mosquitto (Debian package mosquitto)")
+    port = free_port()
+    conf = work / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 0\nmax_queued_bytes 0\n"
+    )
+    with process([binary, "-c", str(conf)], work / "mosquitto.log", port=port):
+        yield f"mqtt://127.0.0.1:{port}"
 
 
 def uvicorn_argv(target: str, port: int, *, factory: bool = False, workers: int = 1) -> list[str]:

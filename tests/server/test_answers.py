@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from fleetcast.server.answers import AnswerCache
+from fleetcast.server.answers import IDLE, AnswerCache
 from fleetcast.server.api.deps import get_session
 from fleetcast.server.notify import LocalNotifier
 from fleetcast.server.services.credentials import DeviceTokenSigner
@@ -167,7 +167,7 @@ def test_an_entry_is_trusted_for_ttl_seconds_only() -> None:
     """The documented bound when a notification is lost: ``idle_cache_ttl``."""
     clock = FakeClock()
     cache = AnswerCache(size=10, ttl=30.0, clock=clock)
-    cache.put("d1", None, cache.generation)
+    cache.put("d1", None, cache.generation, IDLE)
     clock.now += 29.9
     assert cache.get("d1") is not None
     clock.now += 0.2
@@ -179,9 +179,9 @@ def test_a_read_older_than_an_invalidation_is_not_stored() -> None:
     cache = AnswerCache(size=10, ttl=30.0)
     generation = cache.generation
     cache.invalidate(["d1"])
-    cache.put("d1", None, generation)
+    cache.put("d1", None, generation, IDLE)
     assert cache.get("d1") is None
-    cache.put("d1", None, cache.generation)
+    cache.put("d1", None, cache.generation, IDLE)
     assert cache.get("d1") is not None
 
 
@@ -189,16 +189,16 @@ def test_the_least_recently_used_device_goes_first() -> None:
     cache = AnswerCache(size=2, ttl=30.0)
     seen = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
     for device_id in ("a", "b"):
-        cache.put(device_id, seen, cache.generation)
+        cache.put(device_id, seen, cache.generation, IDLE)
     assert cache.get("a") is not None  # a is now the most recent
-    cache.put("c", seen, cache.generation)
+    cache.put("c", seen, cache.generation, IDLE)
     assert len(cache) == 2 and cache.get("b") is None
     assert cache.get("a") is not None and cache.get("c") is not None
 
 
 def test_size_zero_disables_the_cache() -> None:
     cache = AnswerCache(size=0, ttl=30.0)
-    cache.put("a", None, cache.generation)
+    cache.put("a", None, cache.generation, IDLE)
     assert cache.get("a") is None
 
 
@@ -207,7 +207,7 @@ def test_notifications_and_missed_notifications_reach_the_cache() -> None:
     cache = AnswerCache(size=10, ttl=30.0)
     notifier.add_listener(cache.invalidate)
     for device_id in ("a", "b"):
-        cache.put(device_id, None, cache.generation)
+        cache.put(device_id, None, cache.generation, IDLE)
     notifier.notify(iter(["a"]), push=False)  # a generator, as the deployment service passes
     assert cache.get("a") is None and cache.get("b") is not None
     notifier.wake_all()
@@ -283,7 +283,7 @@ async def test_a_long_poll_is_not_answered_from_memory_before_its_time(server: S
     """With ``wait`` and nothing new, the poll is held (by the route), not answered at once."""
     [device] = await server.fleet(1)
     etag = await _idle_etag(device)
-    poll = asyncio.create_task(device.next(wait=10, etag=etag))
+    poll = asyncio.create_task(device.next(wait=4, etag=etag))
     for _ in range(200):
         if server.state.notifier.waiting:  # type: ignore[attr-defined]
             break
@@ -313,7 +313,7 @@ def test_the_token_memory_needs_a_valid_token() -> None:
     cache = AnswerCache(size=10, ttl=60, clock=lambda: 0.0)
     signer = DeviceTokenSigner(b"k" * 32)
     other = DeviceTokenSigner(b"o" * 32)
-    cache.put("dev-1", None, cache.generation)
+    cache.put("dev-1", None, cache.generation, IDLE)
     good = signer.issue("dev-1", 60)
     assert cache.for_token(other.issue("dev-1", 60), signer) is None
     assert cache.for_token(good, signer) is not None

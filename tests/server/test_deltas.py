@@ -210,3 +210,23 @@ async def test_devices_asking_at_the_same_moment_queue_one_delta(
     assert [r.status_code for r in responses] == [200] * 6
     offers = [await _offer_with_delta(device) for device in devices]
     assert len({o.delta.url for o in offers if o.delta is not None}) == 1
+
+
+async def test_a_device_waiting_for_its_delta_is_woken_when_it_is_ready(
+    server: Server, releases: tuple[BuiltArtifact, BuiltArtifact]
+) -> None:
+    """Its offer was withheld while the delta was made: it need not wait for its next
+    poll, the generation's end is a notification (MQTT push included)."""
+    v1, v2 = releases
+    await server.upload(v1)
+    target = await server.upload(v2)
+    (device,) = await server.fleet(1)
+    await _inventory(device, "1.0.0", ALL_ENGINES)
+    withheld = await device.next()
+    assert withheld.json() == {"update": None}
+    await server.deploy(target["id"])
+    # The long-poll outlasts the test's patience: only a notification ends it early.
+    poll = asyncio.create_task(device.next(wait=10, etag=withheld.headers["ETag"]))
+    response = await asyncio.wait_for(poll, timeout=9)
+    update = response.json()["update"]
+    assert update is not None and update["delta"] is not None

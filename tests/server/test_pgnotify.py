@@ -58,3 +58,33 @@ async def test_a_long_poll_wakes_for_a_deployment_made_by_another_process(
         response = await poll
         assert response.status_code == 200
         assert response.json()["update"]["deployment_id"] == deployment["id"]
+
+
+@pytest.mark.postgres
+async def test_another_process_forgets_a_remembered_answer_before_the_push_goes_out(
+    tmp_path: Path, pg_url: str, artifact: BuiltArtifact
+) -> None:
+    """A device told by MQTT to check in may reach any process: every process must
+    have forgotten its "nothing to do" by the time the notice is published."""
+    a = Settings(data_dir=tmp_path / "a", database_url=pg_url, engine_interval=0.05)
+    b = Settings(data_dir=tmp_path / "b", database_url=pg_url, engine_interval=0.05)
+    token = await asyncio.to_thread(prepare, a)
+    assert token is not None
+    async with running_server(a, token) as first, running_server(b, token) as second:
+        assert isinstance(second.state.notifier, PgNotifier)
+        uploaded = await second.upload(artifact)
+        (device,) = await first.fleet(1)
+        idle = await device.next()
+        assert device.device_id is not None
+        assert first.state.answers.get(device.device_id) is not None
+        published = asyncio.Event()
+        second.state.notifier.notify_then([device.device_id], published.set)
+        await asyncio.wait_for(published.wait(), 10)
+        for _ in range(100):  # the other process's listener, within milliseconds
+            if first.state.answers.get(device.device_id) is None:
+                break
+            await asyncio.sleep(0.01)
+        assert first.state.answers.get(device.device_id) is None
+        deployment = await second.deploy(uploaded["id"])
+        response = await device.next(etag=idle.headers["etag"])
+        assert response.json()["update"]["deployment_id"] == deployment["id"]

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 import fleetcast
 from fleetcast.core.signing import public_key_from_pem
 from fleetcast.exceptions import UsageError, ValidationError
-from fleetcast.server.answers import AnswerCache, IdlePolls
+from fleetcast.server.answers import AnswerCache, RememberedPolls
 from fleetcast.server.api.errors import install_error_handlers
 from fleetcast.server.api.routes import (
     api_tokens,
@@ -40,6 +40,7 @@ from fleetcast.server.db import migrate
 from fleetcast.server.db.engine import Database
 from fleetcast.server.lastseen import FlushBeforeReads, LastSeen
 from fleetcast.server.notify import LocalNotifier, Notifier
+from fleetcast.server.priming import OfferPrimer
 from fleetcast.server.ratelimit import AuthRateLimits, TokenBuckets
 from fleetcast.server.rollout.engine import RolloutEngine
 from fleetcast.server.runtime import ServerState
@@ -116,7 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         trusted_keys = load_trusted_keys(settings)
-        db = Database.connect(settings.resolved_database_url)
+        db = Database.connect(settings.resolved_database_url, settings.pool)
         background = contextlib.AsyncExitStack()
         try:
             try:
@@ -133,7 +134,7 @@ def create_app(settings: Settings) -> FastAPI:
             notifier = await background.enter_async_context(open_notifier(settings, db))
             engine = RolloutEngine(db, notifier, interval=settings.engine_interval)
             last_seen = LastSeen(db, interval=settings.last_seen_flush_interval)
-            delta_worker = DeltaWorker(db, blobs, settings)
+            delta_worker = DeltaWorker(db, blobs, settings, notifier)
             # Without a notifier shared by every process (several SQLite workers),
             # a process would not hear of changes made by another: no cache.
             shared = db.dialect == "postgresql" or settings.workers == 1
@@ -141,6 +142,10 @@ def create_app(settings: Settings) -> FastAPI:
                 size=settings.idle_cache_size if shared else 0, ttl=settings.idle_cache_ttl
             )
             notifier.add_listener(answers.invalidate)
+            primer = OfferPrimer(db, answers, settings)
+            # After the memory's own listener: a read starts once the old answers are gone.
+            notifier.add_listener(primer.on_notification)
+            background.push_async_callback(primer.close)
             app.state.fleetcast = ServerState(
                 settings=settings,
                 db=db,
@@ -164,6 +169,7 @@ def create_app(settings: Settings) -> FastAPI:
                 last_seen=last_seen,
                 deltas=delta_worker,
                 answers=answers,
+                primer=primer,
             )
             tasks = [
                 asyncio.create_task(engine.run(), name="fleetcast-rollout-engine"),
@@ -191,10 +197,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    # An unchanged idle poll is answered from memory before routing (fleetcast.server.answers).
-    app.add_middleware(
-        IdlePolls, path=f"{device.router.prefix}/next", body=device.IDLE_BODY, etag=device.IDLE_ETAG
-    )
+    # A remembered device's poll is answered from memory before routing (fleetcast.server.answers).
+    app.add_middleware(RememberedPolls, path=f"{device.router.prefix}/next")
     # Deployment statistics include this process's batched download sums.
     app.add_middleware(FlushBeforeReads, prefix="/api/v1/")
     for module in (device, devices, artifacts, deployments, tokens, api_tokens, fleet, audit, tuf):
@@ -228,7 +232,7 @@ async def _prepare(settings: Settings) -> str | None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.blob_store == "local":
         LocalBlobStore(settings.resolved_blob_dir).ensure()
-    db = Database.connect(settings.resolved_database_url)
+    db = Database.connect(settings.resolved_database_url, settings.pool)
     try:
         await migrate.upgrade(db.engine)
         async with db.sessions() as session:

@@ -29,6 +29,7 @@ import aiomqtt
 
 from fleetcast.core.push import CHECK_IN_PAYLOAD, BrokerAddress, device_topic
 from fleetcast.server.notify import Listener, Notifier, Subscription
+from fleetcast.server.pgnotify import PgNotifier
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,11 @@ class MqttNotifier:
 
     def notify(self, device_ids: Iterable[str], *, push: bool = True) -> None:
         ids = list(device_ids)
+        if push and isinstance(self.inner, PgNotifier):
+            # Published only once every other process was told: a woken device
+            # must not get another process's stale "nothing to do" from memory.
+            self.inner.notify_then(ids, lambda: self.publisher.publish(ids))
+            return
         self.inner.notify(ids)
         if push:
             self.publisher.publish(ids)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Final
 
@@ -67,7 +67,7 @@ class PgNotifier:
         self.recheck = recheck
         self._dsn = dsn
         self._local = LocalNotifier(recheck=recheck)
-        self._queue: asyncio.Queue[list[str]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[list[str], Callable[[], None] | None]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         self._lost = asyncio.Event()
@@ -79,10 +79,16 @@ class PgNotifier:
         return self._local.waiting
 
     def notify(self, device_ids: Iterable[str], *, push: bool = True) -> None:
+        self.notify_then(device_ids, None)
+
+    def notify_then(self, device_ids: Iterable[str], sent: Callable[[], None] | None) -> None:
+        """Notify, and call ``sent`` once PostgreSQL has taken the notification for every
+        other process (a device told to check in by MQTT must not reach another process
+        before that process has forgotten its old answer)."""
         ids = list(device_ids)
         if ids:
             self._local.notify(ids)
-            self._queue.put_nowait(ids)
+            self._queue.put_nowait((ids, sent))
 
     def add_listener(self, listener: Listener) -> None:
         self._local.add_listener(listener)
@@ -151,14 +157,16 @@ class PgNotifier:
                 if get not in done:
                     get.cancel()
                     raise ConnectionResetError("listening connection terminated")
-                ids = get.result()
+                ids, sent = item = get.result()
                 try:
                     await conn.executemany(
                         "SELECT pg_notify($1, $2)", [(CHANNEL, p) for p in payloads(ids)]
                     )
                 except BaseException:
                     # Not sent: the next connection sends it (other processes re-check anyway).
-                    self._queue.put_nowait(ids)
+                    self._queue.put_nowait(item)
                     raise
+                if sent is not None:
+                    sent()
         finally:
             lost.cancel()

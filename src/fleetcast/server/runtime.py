@@ -15,6 +15,7 @@ from fleetcast.server.blobs import BlobStore
 from fleetcast.server.db.engine import Database
 from fleetcast.server.lastseen import LastSeen
 from fleetcast.server.notify import Notifier
+from fleetcast.server.priming import OfferPrimer
 from fleetcast.server.rollout.engine import RolloutEngine
 from fleetcast.server.services.admission import AdmissionPolicy
 from fleetcast.server.services.deltas import DeltaWorker
@@ -33,3 +34,4 @@ class ServerState:
     last_seen: LastSeen
     deltas: DeltaWorker
     answers: AnswerCache
+    primer: OfferPrimer

@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fleetcast.server.db.engine import PoolSize
 from fleetcast.trust import SNAPSHOT_LIFETIME, TIMESTAMP_LIFETIME
 
 
@@ -23,6 +24,13 @@ class Settings(BaseSettings):
     Attributes:
         data_dir: Where the SQLite database and, by default, the blobs live.
         database_url: SQLAlchemy async URL; default ``sqlite+aiosqlite:///{data_dir}/fleetcast.db``.
+        database_pool_size: Database connections each process keeps open.
+        database_pool_overflow: Extra connections a process may open in a burst
+            (PostgreSQL: keep ``workers`` x (size + overflow) under its
+            ``max_connections``, 100 by default).
+        database_pool_timeout: Seconds a request waits for a free connection
+            before it fails with 503; a burst (a phase's devices all checking
+            in at once) queues within it.
         blob_dir: Where artifact files are stored; default ``{data_dir}/blobs``.
         device_token_ttl: Lifetime of a device bearer token, in seconds.
         trusted_keys: Vendor public keys (PEM files). When any is set, an
@@ -92,6 +100,9 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("./fleetcast-data")
     database_url: str | None = None
+    database_pool_size: int = Field(default=10, ge=1, le=1000)
+    database_pool_overflow: int = Field(default=10, ge=0, le=1000)
+    database_pool_timeout: float = Field(default=60.0, gt=0)
     blob_dir: Path | None = None
     device_token_ttl: int = Field(default=3600, ge=60)
     trusted_keys: list[Path] = Field(default_factory=list)
@@ -148,6 +159,13 @@ class Settings(BaseSettings):
         if self.mqtt_url is not None and not self.mqtt_url.startswith(("mqtt://", "mqtts://")):
             raise ValueError(f"mqtt_url must start with mqtt:// or mqtts://, got {self.mqtt_url!r}")
         return self
+
+    @property
+    def pool(self) -> PoolSize:
+        """The database pool each process keeps."""
+        return PoolSize(
+            self.database_pool_size, self.database_pool_overflow, self.database_pool_timeout
+        )
 
     @property
     def resolved_database_url(self) -> str:

@@ -52,6 +52,9 @@ class ServerThread:
             lifespan="on",
             ssl_certfile=str(tls_cert) if tls_cert else None,
             ssl_keyfile=str(tls_key) if tls_key else None,
+            # A client killed mid-TLS leaves a connection that never closes cleanly:
+            # stopping must not wait for it for long.
+            timeout_graceful_shutdown=3,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(

@@ -3,8 +3,10 @@
 Domain errors carry their status and code; core ``InvalidDataError`` (a wire
 object that does not validate) is a 422 ``validation_error``; request
 validation lists the bad fields in ``details``; framework HTTP errors (404
-route, 405) keep their status with a code derived from it; anything else is
-a 500 ``internal_error`` that reveals nothing but is logged.
+route, 405) keep their status with a code derived from it;
+a 503 ``busy`` with ``Retry-After`` when no database connection came free
+in time (an overload); anything else is a 500 ``internal_error`` that
+reveals nothing but is logged.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleetcast.exceptions import InvalidDataError
@@ -90,6 +93,15 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(status, code, message, headers=dict(exc.headers or {}))
 
 
+async def _busy(request: Request, exc: Exception) -> JSONResponse:
+    # Every pooled database connection stayed busy for database_pool_timeout:
+    # an overload, not a fault; the client should come back later.
+    log.warning("no free database connection for %s %s", request.method, request.url.path)
+    return error_response(
+        503, "busy", "the server is overloaded; retry later", headers={"Retry-After": "5"}
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal server error")
@@ -101,4 +113,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidDataError, _invalid_data)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(PoolTimeout, _busy)
     app.add_exception_handler(Exception, _unexpected)

@@ -23,11 +23,28 @@ from sqlalchemy.ext.asyncio import (
 )
 
 
-def make_engine(url: str) -> AsyncEngine:
+@dataclass(frozen=True)
+class PoolSize:
+    """Connections kept open, extra ones allowed in a burst, seconds to wait for one."""
+
+    size: int = 5
+    overflow: int = 10
+    timeout: float = 30.0
+
+
+def make_engine(url: str, pool: PoolSize | None = None) -> AsyncEngine:
     """Create an async engine for ``url``, tuned for its backend."""
-    if make_url(url).get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    pool = pool or PoolSize()
+    sizes: dict[str, Any] = {
+        "pool_size": pool.size,
+        "max_overflow": pool.overflow,
+        "pool_timeout": pool.timeout,
+    }
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_async_engine(url, pool_pre_ping=True, **sizes)
+    in_memory = parsed.database in (None, "", ":memory:")
+    engine = create_async_engine(url, connect_args={"timeout": 30}, **({} if in_memory else sizes))
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -58,8 +75,8 @@ class Database:
     sessions: async_sessionmaker[AsyncSession]
 
     @classmethod
-    def connect(cls, url: str) -> Database:
-        engine = make_engine(url)
+    def connect(cls, url: str, pool: PoolSize | None = None) -> Database:
+        engine = make_engine(url, pool)
         return cls(engine, async_sessionmaker(engine, expire_on_commit=False))
 
     @property

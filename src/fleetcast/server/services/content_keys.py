@@ -190,7 +190,7 @@ def _verify_decrypted(path: Path, content_key: bytes, trusted_keys: list[Ed25519
             decode_payload(entry, stream, _NullSink(), content_key=content_key)  # type: ignore[arg-type]
 
 
-def _encrypted(artifact: Artifact) -> bool:
+def encrypted(artifact: Artifact) -> bool:
     """Whether the stored manifest has an encrypted payload (no query, no full parse)."""
     signed = (artifact.manifest or {}).get("signed") or {}
     payloads = signed.get("payloads") if isinstance(signed, dict) else None
@@ -218,7 +218,7 @@ async def wrapped_for(
     group key, or it reports that it has no key. A server whose key file does
     not open the stored key logs why and offers no wrapped key either.
     """
-    if getattr(artifact, "format", "fleetcast") != "fleetcast" or not _encrypted(artifact):
+    if getattr(artifact, "format", "fleetcast") != "fleetcast" or not encrypted(artifact):
         return None
     row = await session.get(ArtifactKey, artifact.id)
     if row is None:
@@ -240,6 +240,7 @@ async def wrapped_for(
 __all__ = [
     "KEK_FILE",
     "X25519_ATTRIBUTE",
+    "encrypted",
     "kek_path",
     "load_or_create_kek",
     "seal",

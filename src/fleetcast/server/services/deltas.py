@@ -41,7 +41,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -57,6 +57,7 @@ from fleetcast.server.blobs import BlobStore
 from fleetcast.server.db.engine import Database
 from fleetcast.server.db.models import Artifact, Delta, Deployment, DeploymentDevice, Device, utcnow
 from fleetcast.server.errors import NotFoundError
+from fleetcast.server.notify import Notifier
 from fleetcast.server.settings import Settings
 from fleetcast.server.states import OFFERABLE, DeploymentStatus, RolloutState
 
@@ -209,16 +210,20 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def generate(db: Database, blobs: BlobStore, settings: Settings, delta_id: str) -> None:
-    """Generate one claimed delta and record the outcome (``ready`` or ``failed``)."""
+async def generate(db: Database, blobs: BlobStore, settings: Settings, delta_id: str) -> list[str]:
+    """Generate one claimed delta and record the outcome (``ready`` or ``failed``).
+
+    Returns the devices whose offer was withheld for it: now they get the
+    delta, or (it failed) the full artifact.
+    """
     async with db.sessions() as session:
         delta = await session.get(Delta, delta_id)
         if delta is None:
-            return
+            return []
         source = await session.get(Artifact, delta.source_artifact_id)
         target = await session.get(Artifact, delta.target_artifact_id)
         if source is None or target is None:
-            return
+            return []
         payload = image_payload(target)
         source_path, target_path = blobs.path(source.blob_key), blobs.path(target.blob_key)
         engine, what = delta.engine, f"{target.name} {source.version} -> {target.version}"
@@ -255,6 +260,21 @@ async def generate(db: Database, blobs: BlobStore, settings: Settings, delta_id:
     async with db.sessions() as session:
         await session.execute(update(Delta).where(Delta.id == delta_id).values(**values))
         await session.commit()
+        waiting = await session.scalars(
+            select(DeploymentDevice.device_id)
+            .join(Deployment, Deployment.id == DeploymentDevice.deployment_id)
+            .join(Device, Device.id == DeploymentDevice.device_id)
+            .where(
+                Deployment.status == DeploymentStatus.RUNNING.value,
+                DeploymentDevice.state == RolloutState.SCHEDULED.value,
+                DeploymentDevice.phase <= Deployment.current_phase,
+                func.coalesce(DeploymentDevice.artifact_id, Deployment.artifact_id)
+                == delta.target_artifact_id,
+                Device.artifact_name == target.name,
+                Device.artifact_version == source.version,
+            )
+        )
+        return list(waiting)
 
 
 class _NotWorthIt(Exception):
@@ -277,10 +297,17 @@ async def _claim(session: AsyncSession) -> str | None:
 class DeltaWorker:
     """The background task that queues and generates deltas, one at a time."""
 
-    def __init__(self, db: Database, blobs: BlobStore, settings: Settings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        settings: Settings,
+        notifier: Notifier | None = None,
+    ) -> None:
         self._db = db
         self._blobs = blobs
         self._settings = settings
+        self._notifier = notifier
         self._nudged = asyncio.Event()
 
     def nudge(self) -> None:
@@ -299,19 +326,25 @@ class DeltaWorker:
                 delta_id = await _claim(session)
             if delta_id is None:
                 return done
-            await generate(self._db, self._blobs, self._settings, delta_id)
+            waiting = await generate(self._db, self._blobs, self._settings, delta_id)
+            if waiting and self._notifier is not None:
+                # Their offer was withheld for this delta: it is their turn now.
+                self._notifier.notify(waiting)
             done += 1
 
     async def run(self) -> None:
         """Tick until cancelled; an error in one tick is logged, not fatal."""
-        # A generation cut short by a restart is started again.
-        async with self._db.sessions() as session:
-            await session.execute(
-                update(Delta).where(Delta.status == RUNNING).values(status=PENDING)
-            )
-            await session.commit()
+        restarted = False
         while True:
             try:
+                if not restarted:
+                    # A generation cut short by a restart is started again.
+                    async with self._db.sessions() as session:
+                        await session.execute(
+                            update(Delta).where(Delta.status == RUNNING).values(status=PENDING)
+                        )
+                        await session.commit()
+                    restarted = True
                 await self.tick()
             except asyncio.CancelledError:
                 raise
@@ -328,9 +361,9 @@ class DeltaWorker:
 # --------------------------------------------------------------------------- offering
 
 
-def device_engines(device: Device) -> set[str]:
-    """The engines the device says it can apply (none: an agent without deltas)."""
-    raw = (device.attributes or {}).get(ENGINES_ATTRIBUTE, "")
+def device_engines(attributes: dict[str, Any] | None) -> set[str]:
+    """The engines a device's attributes say it can apply (none: an agent without deltas)."""
+    raw = (attributes or {}).get(ENGINES_ATTRIBUTE, "")
     return {e.strip() for e in str(raw).split(",") if e.strip() in ENGINES}
 
 
@@ -349,6 +382,30 @@ class DeltaDecision:
     queued: bool = False
 
 
+def delta_engine_for(
+    installed: tuple[str | None, str | None],
+    attributes: dict[str, Any] | None,
+    artifact: Artifact,
+    settings: Settings,
+) -> str | None:
+    """The engine of a delta a device could get to ``artifact``, or None: no delta,
+    whatever the database holds (decided from the device's installed artifact
+    (name, version), its attributes and the target alone)."""
+    name, version = installed
+    if name != artifact.name or not version or version == artifact.version:
+        return None
+    engines = device_engines(attributes)
+    if not engines:
+        return None
+    payload = image_payload(artifact)
+    preferred = None if payload is None else choose_engine(settings, payload)
+    if preferred is None:
+        return None
+    # A device that cannot apply the preferred engine still gets a zstd delta.
+    engine = preferred if preferred in engines else "zstd"
+    return engine if engine in engines else None
+
+
 async def decide(
     session: AsyncSession,
     device: Device,
@@ -358,17 +415,11 @@ async def decide(
     public_url: str | None = None,
 ) -> DeltaDecision:
     """Whether this device gets a delta to ``artifact``, must wait for one, or neither."""
+    engine = delta_engine_for(
+        (device.artifact_name, device.artifact_version), device.attributes, artifact, settings
+    )
     version = device.artifact_version
-    if device.artifact_name != artifact.name or not version or version == artifact.version:
-        return DeltaDecision()
-    engines = device_engines(device)
-    payload = image_payload(artifact)
-    preferred = None if payload is None else choose_engine(settings, payload)
-    if preferred is None or not engines:
-        return DeltaDecision()
-    # A device that cannot apply the preferred engine still gets a zstd delta.
-    engine = preferred if preferred in engines else "zstd"
-    if engine not in engines:
+    if engine is None or version is None:
         return DeltaDecision()
     source = await session.scalar(
         select(Artifact).where(Artifact.name == artifact.name, Artifact.version == version)
@@ -481,6 +532,7 @@ __all__ = [
     "DeltaWorker",
     "choose_engine",
     "decide",
+    "delta_engine_for",
     "delta_path",
     "device_engines",
     "generate",

@@ -13,14 +13,17 @@ image, or is withheld while that delta is generated
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Final
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from fleetcast.core.envelope import WrappedKey
 from fleetcast.core.manifest import SignedManifest
-from fleetcast.core.wire import StatusReport, UpdateOffer
+from fleetcast.core.wire import DeltaOffer, StatusReport, UpdateOffer
 from fleetcast.server.db.models import Artifact, Deployment, DeploymentDevice, Device, utcnow
 from fleetcast.server.errors import DeploymentAbortedError, NotFoundError, StatusConflictError
 from fleetcast.server.services import content_keys, deltas
@@ -32,6 +35,7 @@ from fleetcast.server.states import (
     OFFERABLE,
     TERMINAL,
     DeploymentStatus,
+    DeviceStatus,
     RolloutState,
 )
 
@@ -55,36 +59,173 @@ async def member_artifact(
     return artifact
 
 
+def _candidates() -> Select[str, str, str | None, Deployment]:
+    """Memberships a device could work on now (add a ``where`` for the devices)."""
+    return (
+        select(
+            DeploymentDevice.device_id,
+            DeploymentDevice.state,
+            DeploymentDevice.artifact_id,
+            Deployment,
+        )
+        .join(Deployment, Deployment.id == DeploymentDevice.deployment_id)
+        .where(
+            DeploymentDevice.state.in_([s.value for s in OFFERABLE]),
+            DeploymentDevice.phase <= Deployment.current_phase,
+            Deployment.status.in_([DeploymentStatus.RUNNING.value, DeploymentStatus.PAUSED.value]),
+        )
+        .order_by(Deployment.created_at, Deployment.id)
+    )
+
+
+def _choose(
+    rows: Sequence[tuple[str, str | None, Deployment]],
+) -> tuple[Deployment, str | None] | None:
+    """Apply the one-active-deployment rule (module docstring) to a device's candidates,
+    oldest first: the deployment and the member's own artifact id, or None."""
+    busy = [(d, a) for state, a, d in rows if state in IN_PROGRESS]
+    if busy:
+        deployment, artifact_id = busy[0]
+        return (deployment, artifact_id) if deployment.status == DeploymentStatus.RUNNING else None
+    running = [(d, a) for _, a, d in rows if d.status == DeploymentStatus.RUNNING]
+    return running[0] if running else None
+
+
 async def next_deployment(
     session: AsyncSession, device: Device
 ) -> tuple[Deployment, Artifact] | None:
     """The deployment this device should work on now and the artifact it gets, or None."""
     rows = (
-        await session.execute(
-            select(DeploymentDevice.state, DeploymentDevice.artifact_id, Deployment)
-            .join(Deployment, Deployment.id == DeploymentDevice.deployment_id)
-            .where(
-                DeploymentDevice.device_id == device.id,
-                DeploymentDevice.state.in_([s.value for s in OFFERABLE]),
-                DeploymentDevice.phase <= Deployment.current_phase,
-                Deployment.status.in_(
-                    [DeploymentStatus.RUNNING.value, DeploymentStatus.PAUSED.value]
-                ),
-            )
-            .order_by(Deployment.created_at, Deployment.id)
-        )
+        await session.execute(_candidates().where(DeploymentDevice.device_id == device.id))
     ).all()
-    busy = [(a, d) for state, a, d in rows if state in IN_PROGRESS]
-    if busy:
-        artifact_id, deployment = busy[0]
-        if deployment.status != DeploymentStatus.RUNNING:
-            return None
-    else:
-        running = [(a, d) for _, a, d in rows if d.status == DeploymentStatus.RUNNING]
-        if not running:
-            return None
-        artifact_id, deployment = running[0]
+    chosen = _choose([(state, a, d) for _, state, a, d in rows])
+    if chosen is None:
+        return None
+    deployment, artifact_id = chosen
     return deployment, await member_artifact(session, deployment, artifact_id)
+
+
+def offer_is_stable(
+    device: tuple[str | None, str | None],
+    attributes: dict[str, Any] | None,
+    artifact: Artifact,
+    settings: Settings,
+) -> bool:
+    """Whether the offer of ``artifact`` to a device is the same for every such device and
+    changes only with the deployment or the device's membership (which notify):
+    a full artifact, no delta possible, no per-device key. ``device``: its installed
+    (name, version)."""
+    return not content_keys.encrypted(artifact) and (
+        deltas.delta_engine_for(device, attributes, artifact, settings) is None
+    )
+
+
+async def started_phases(session: AsyncSession, device_ids: list[str]) -> list[tuple[str, int]]:
+    """The running deployments (id, current phase) in which one of these devices is
+    scheduled and its phase has started: what a notification about them announced."""
+    rows = await session.execute(
+        select(Deployment.id, Deployment.current_phase)
+        .join(DeploymentDevice, DeploymentDevice.deployment_id == Deployment.id)
+        .where(
+            DeploymentDevice.device_id.in_(device_ids),
+            DeploymentDevice.state == RolloutState.SCHEDULED.value,
+            DeploymentDevice.phase <= Deployment.current_phase,
+            Deployment.status == DeploymentStatus.RUNNING.value,
+        )
+        .distinct()
+    )
+    return [(deployment_id, phase) for deployment_id, phase in rows]
+
+
+@dataclass(frozen=True)
+class PhaseOffer:
+    """A device that gets ``offer`` now, as a bulk read found it."""
+
+    device_id: str
+    last_seen_at: dt.datetime | None
+    offer: UpdateOffer
+
+
+async def phase_offers(
+    session: AsyncSession, deployment_id: str, settings: Settings, *, chunk: int = 5000
+) -> AsyncIterator[list[PhaseOffer]]:
+    """The stable offers (:func:`offer_is_stable`) of the deployment's started members
+    that have not begun it, in chunks: what each would get from :func:`next_update`.
+
+    Native accepted devices only; a device with another candidate deployment is
+    left out (its own ``/next`` decides). Memory stays bounded by ``chunk`` rows.
+    """
+    deployment = await session.get(Deployment, deployment_id)
+    if deployment is None or deployment.status != DeploymentStatus.RUNNING:
+        return
+    artifacts: dict[str | None, Artifact] = {}
+    offers: dict[str, UpdateOffer] = {}
+    with_deltas: set[str] = set()
+    after = ""
+    while True:
+        rows = (
+            await session.execute(
+                select(
+                    Device.id,
+                    Device.last_seen_at,
+                    Device.artifact_name,
+                    Device.artifact_version,
+                    Device.attributes,
+                    DeploymentDevice.artifact_id,
+                )
+                .join(Device, Device.id == DeploymentDevice.device_id)
+                .where(
+                    DeploymentDevice.deployment_id == deployment_id,
+                    DeploymentDevice.state == RolloutState.SCHEDULED.value,
+                    DeploymentDevice.phase <= deployment.current_phase,
+                    DeploymentDevice.device_id > after,
+                    Device.status == DeviceStatus.ACCEPTED.value,
+                    Device.kind == "native",
+                )
+                .order_by(DeploymentDevice.device_id)
+                .limit(chunk)
+            )
+        ).all()
+        if not rows:
+            return
+        after = rows[-1].id
+        others = set(
+            (
+                await session.scalars(
+                    _candidates()
+                    .with_only_columns(DeploymentDevice.device_id)
+                    .order_by(None)
+                    .where(
+                        DeploymentDevice.device_id.in_([r.id for r in rows]),
+                        DeploymentDevice.deployment_id != deployment_id,
+                    )
+                )
+            ).all()
+        )
+        found = []
+        for row in rows:
+            if row.id in others:
+                continue
+            if row.artifact_id not in artifacts:
+                artifact = await member_artifact(session, deployment, row.artifact_id)
+                # What every member of this artifact shares, decided once.
+                artifacts[row.artifact_id] = artifact
+                if not content_keys.encrypted(artifact):
+                    offers[artifact.id] = _offer(deployment, artifact, settings.public_url)
+                    payload = deltas.image_payload(artifact)
+                    if payload is not None and deltas.choose_engine(settings, payload):
+                        with_deltas.add(artifact.id)
+            artifact = artifacts[row.artifact_id]
+            offer = offers.get(artifact.id)
+            if offer is None:
+                continue  # a per-device key: each device's own /next wraps it
+            installed = (row.artifact_name, row.artifact_version)
+            if artifact.id in with_deltas and not offer_is_stable(
+                installed, row.attributes, artifact, settings
+            ):
+                continue
+            found.append(PhaseOffer(row.id, row.last_seen_at, offer))
+        yield found
 
 
 async def next_update(
@@ -136,15 +277,26 @@ async def offer_for(
     wrapped_key = None
     if settings is not None:
         wrapped_key = await content_keys.wrapped_for(session, settings.data_dir, artifact, device)
+    return _offer(chosen, artifact, public_url, delta=decision.offer, wrapped_key=wrapped_key)
+
+
+def _offer(
+    deployment: Deployment,
+    artifact: Artifact,
+    public_url: str | None,
+    *,
+    delta: DeltaOffer | None = None,
+    wrapped_key: WrappedKey | None = None,
+) -> UpdateOffer:
     return UpdateOffer(
-        deployment_id=chosen.id,
+        deployment_id=deployment.id,
         artifact_id=artifact.id,
         artifact_size=artifact.size,
         artifact_sha256=artifact.sha256,
         download_url=(public_url or "") + download_path(artifact.id),
         manifest=SignedManifest.from_dict(artifact.manifest),
-        allow_downgrade=chosen.allow_downgrade,
-        delta=decision.offer,
+        allow_downgrade=deployment.allow_downgrade,
+        delta=delta,
         wrapped_key=wrapped_key,
     )
 

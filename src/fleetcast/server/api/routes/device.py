@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
-from typing import Annotated, Any, Final
+from dataclasses import dataclass
+from typing import Annotated, Final
 
 import pydantic
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, RedirectResponse
 
-from fleetcast.core.wire import Inventory, StatusReport, UpdateOffer
-from fleetcast.server.answers import ArtifactFile
+from fleetcast.core.wire import Inventory, StatusReport
+from fleetcast.server.answers import (
+    IDLE,
+    Answer,
+    ArtifactFile,
+    Entry,
+    encode_answer,
+    etag_matches,
+)
 from fleetcast.server.api.deps import CurrentDevice, DeviceBearer, Session, State
 from fleetcast.server.api.schemas import (
     AuthRequestIn,
@@ -25,6 +31,7 @@ from fleetcast.server.api.schemas import (
     StatusReportIn,
 )
 from fleetcast.server.blobs import BlobFileResponse, relative_path
+from fleetcast.server.db.models import Device
 from fleetcast.server.errors import NotFoundError, UnauthorizedError
 from fleetcast.server.services import admission, artifacts, deltas, devices, updates
 
@@ -81,23 +88,6 @@ async def put_inventory(body: InventoryIn, device: CurrentDevice, session: Sessi
     await devices.update_inventory(session, device, Inventory.from_dict(body.model_dump()))
 
 
-def _encode(offer: UpdateOffer | None) -> tuple[bytes, str]:
-    answer: dict[str, Any] = {"update": offer.to_dict() if offer else None}
-    body = json.dumps(answer, sort_keys=True, separators=(",", ":")).encode()
-    return body, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-
-
-def _etag_matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    candidates = {c.strip().removeprefix("W/") for c in header.split(",")}
-    return etag in candidates or "*" in candidates
-
-
-#: The body and ETag of "nothing to do", the answer an idle device gets again and again.
-IDLE_BODY, IDLE_ETAG = _encode(None)
-
-
 @router.get(
     "/next",
     response_model=NextUpdateOut,
@@ -126,49 +116,82 @@ async def next_update(
     if not token:
         raise UnauthorizedError("this endpoint needs 'Authorization: Bearer <device token>'")
     device_id = signer.verify(token)
-    answers = state.answers
     device = None
     async with state.notifier.subscribe(device_id) as subscription:
-        # Memory answers only the first look: a wake-up or the re-check reads the database.
-        idle = answers.get(device_id)
+        # Memory answers the first look and a wake-up; the periodic re-check (for a
+        # notification another process may have lost) reads the database.
+        entry = await _remembered(state, device_id)
         while True:
-            if idle is not None:
-                offer = None
-                # Batched in memory: an idle poll writes nothing (fleetcast.server.lastseen).
-                idle.last_seen = state.last_seen.seen(device_id, idle.last_seen, None) or (
-                    idle.last_seen
+            if entry is not None and entry.answer is not None:
+                answer = entry.answer
+                # Batched in memory: a remembered poll writes nothing (fleetcast.server.lastseen).
+                entry.last_seen = state.last_seen.seen(device_id, entry.last_seen, None) or (
+                    entry.last_seen
                 )
-                idle = None
+                entry = None
             else:
-                generation = answers.generation
-                if device is None:
-                    device = await admission.device_for_token(session, signer, token)
-                    state.last_seen.seen(device.id, device.last_seen_at, None)
-                found = await updates.next_deployment(session, device)
-                offer = None
-                if found is not None:
-                    offer = await updates.offer_for(
-                        session,
-                        device,
-                        found,
-                        public_url=state.settings.public_url,
-                        settings=state.settings,
-                        on_delta_queued=state.deltas.nudge,
-                    )
-                await session.commit()  # never hold a transaction while waiting
-                if found is None:
-                    answers.put(device.id, device.last_seen_at, generation)
-            body, etag = (IDLE_BODY, IDLE_ETAG) if offer is None else _encode(offer)
-            unchanged = _etag_matches(if_none_match, etag)
-            changed = not unchanged if if_none_match else offer is not None
+                read = await _answer_from_database(session, state, token, device)
+                device, answer = read.device, read.answer
+            unchanged = etag_matches(if_none_match, answer.etag)
+            changed = not unchanged if if_none_match else answer.update
             remaining = deadline - loop.time()
             if changed or remaining <= 0:
                 break
-            await subscription.wait(min(remaining, state.notifier.recheck))
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+            if await subscription.wait(min(remaining, state.notifier.recheck)):
+                entry = await _remembered(state, device_id)
+    headers = {"ETag": answer.etag, "Cache-Control": "private, no-cache"}
     if unchanged:
         return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/json", headers=headers)
+    return Response(answer.body, media_type="application/json", headers=headers)
+
+
+async def _remembered(state: State, device_id: str) -> Entry | None:
+    entry = state.answers.get(device_id)
+    if entry is None and state.primer.busy:
+        # A phase's offers are being read in bulk: this device's is probably among them.
+        await state.primer.settled()
+        entry = state.answers.get(device_id)
+    return entry
+
+
+@dataclass(frozen=True)
+class _Read:
+    device: Device
+    answer: Answer
+
+
+async def _answer_from_database(
+    session: Session, state: State, token: str, device: Device | None
+) -> _Read:
+    """The device's ``/next`` answer from the database, remembered when it is stable."""
+    answers, settings = state.answers, state.settings
+    generation = answers.generation
+    if device is None:
+        device = await admission.device_for_token(session, state.admission.signer, token)
+        state.last_seen.seen(device.id, device.last_seen_at, None)
+    found = await updates.next_deployment(session, device)
+    if found is None:
+        await session.commit()  # never hold a transaction while waiting
+        answers.put(device.id, device.last_seen_at, generation, IDLE)
+        return _Read(device, IDLE)
+    offer = await updates.offer_for(
+        session,
+        device,
+        found,
+        public_url=settings.public_url,
+        settings=settings,
+        on_delta_queued=state.deltas.nudge,
+    )
+    await session.commit()
+    if offer is None:  # withheld while its delta is generated: not remembered
+        return _Read(device, IDLE)
+    answer = encode_answer(offer)
+    deployment, artifact = found
+    installed = (device.artifact_name, device.artifact_version)
+    if updates.offer_is_stable(installed, device.attributes, artifact, settings):
+        answers.put(device.id, device.last_seen_at, generation, answer)
+        state.primer.prime(deployment.id, deployment.current_phase)
+    return _Read(device, answer)
 
 
 @router.get(
