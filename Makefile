@@ -65,7 +65,7 @@ bench-rollout: $(STAMP)
 
 # The long fault-injection variants (CI runs them too).
 test-long: $(STAMP)
-	FLEETCAST_LONG_FUZZ=1 FLEETCAST_LONG_FAULTS=1 FLEETCAST_LONG_SOAK=1 $(BIN)/pytest -q tests/fuzz tests/agent/test_power_cut_every_write.py tests/e2e/test_hostile_network.py tests/e2e/test_server_crash.py tests/e2e/test_soak.py
+	FLEETCAST_LONG_FUZZ=1 FLEETCAST_LONG_FAULTS=1 FLEETCAST_LONG_SOAK=1 $(BIN)/pytest -q tests/fuzz tests/agent/test_power_cut_every_write.py tests/agent/test_power_cut_tuf.py tests/e2e/test_hostile_network.py tests/e2e/test_hostile_network_tuf.py tests/e2e/test_server_crash.py tests/e2e/test_soak.py
 bench-delta: $(STAMP)
 	$(BIN)/python bench/delta/run.py
 bench-tuf: $(STAMP)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 FAULTS = ("drop", "stall", "trickle", "truncate", "flip", "reset", "content-length")
 _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)[ \t]*\r$")
-_REQUEST_LINE = re.compile(rb"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) \S+ HTTP/1\.[01]\r\n")
+_REQUEST_LINE = re.compile(rb"^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) (\S+) HTTP/1\.[01]\r\n")
 
 
 @dataclass
@@ -89,6 +89,8 @@ class FaultProxy:
         self.stall_seconds = stall_seconds
         self.max_offset = max_offset
         self.injected: collections.Counter[str] = collections.Counter()
+        #: Every fault injected, with the request whose answer it struck ("GET /path").
+        self.faulted: list[tuple[str, str]] = []
         self.connections = 0
         self.requests = 0
         self.enabled = True
@@ -104,7 +106,7 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _plan(self) -> FaultPlan:
+    def _plan(self, request: str = "") -> FaultPlan:
         with self._lock:
             rng = self._rng
             self.requests += 1
@@ -123,6 +125,7 @@ class FaultProxy:
             elif fault == "content-length":
                 plan.length_delta = rng.choice([-1, 1]) * rng.randint(1, 5000)
             self.injected[fault] += 1
+            self.faulted.append((fault, request))
             return plan
 
     def _accept(self) -> None:
@@ -156,10 +159,11 @@ class FaultProxy:
     ) -> None:
         try:
             while data := client.recv(65536):
-                if _REQUEST_LINE.match(data):
+                if request := _REQUEST_LINE.match(data):
                     # A new request: its answer gets a fresh plan (set before the
                     # server can answer, so the downstream pump sees it in time).
-                    connection.next(self._plan())
+                    method, target = request.group(1, 2)
+                    connection.next(self._plan(f"{method.decode()} {target.decode('latin-1')}"))
                 upstream.sendall(data)
         except OSError:
             pass

@@ -98,7 +98,9 @@ class AgentLimits:
         download_chunk: bytes read from the network per read call.
         checkpoint_interval: installed bytes between two resume checkpoints
             (each costs an fsync of the slot and of the journal).
-        max_retries: attempts of one HTTP call before its failure is reported.
+        max_retries: attempts of one HTTP call before its failure is reported;
+            also the TUF checks of one offer refused in a row before the
+            refusal is reported (a damaged transfer looks like an attack).
         backoff_base: first retry delay, seconds; doubles on every attempt.
         backoff_cap: longest retry delay, seconds.
         max_download_attempts: interrupted downloads of one update (each resumes)

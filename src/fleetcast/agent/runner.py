@@ -6,7 +6,8 @@ reports to the server on the way (``docs/device-api.md``)::
     IDLE --GET /next--> offer
       | [trust]: signed version report, then the TUF child checks director
       |   and image repositories agree (fleetcast.agent.trust); unreachable
-      |   -> retry later; refused         -> report failure, IDLE
+      |   -> retry later; refused         -> check again on a later poll;
+      |   refused limits.max_retries times in a row -> report failure, IDLE
       | same version as the running slot  -> report already-installed, IDLE
       | bad signature / incompatible /
       |   downgrade refused               -> report failure, IDLE (no slot touched)
@@ -105,7 +106,7 @@ from fleetcast.agent.journal import (
 from fleetcast.agent.push import PushListener
 from fleetcast.agent.results import StepResult
 from fleetcast.agent.slots import InstalledArtifacts, SlotContent
-from fleetcast.agent.trust.gate import refresh_if_due, verify_offer
+from fleetcast.agent.trust.gate import RefusedChecks, refresh_if_due, verify_offer
 from fleetcast.agent.watchdog import SystemdWatchdog
 from fleetcast.core.signing import public_key_from_pem
 from fleetcast.core.wire import DeviceUpdateStatus, StatusReport, UpdateOffer
@@ -233,6 +234,8 @@ class Agent:
         # Signs TUF version reports ([trust]); it never leaves this process.
         self._device_key = key
         self._trust_refreshed: float | None = None
+        # Refused TUF checks of the offered deployment (a damaged transfer looks the same).
+        self._trust_refusals = RefusedChecks()
         # Encrypted payloads (ADR 0008): this device's own X25519 key, then group keys.
         device_x25519 = load_or_create_x25519_key(config.state_dir)
         self.decryption_keys = [device_x25519, *load_decryption_keys(config.decryption_keys)]
@@ -552,7 +555,10 @@ class Agent:
             where = f"into slot {update.target_slot}"
         try:
             if self.config.tuf:
-                offer, update = verify_offer(self, offer, update, running)
+                verified = verify_offer(self, offer, update, running)
+                if verified is None:
+                    return StepResult.RETRY  # refused, but checked again before it is final
+                offer, update = verified
             if self.trusted_keys or not self.config.tuf:
                 # With TUF and no vendor keys, the image repository's offline
                 # targets keys vouch for the manifest (custom.manifest_sha256).
