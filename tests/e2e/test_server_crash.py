@@ -20,6 +20,12 @@ What the operator sees afterwards, as if nothing had happened:
   back, each phase has one start time, and no device of a phase reported
   before every device of the previous phase had finished and its soak passed.
 
+The same runs with TUF devices (``[trust]``: no vendor key, only the root
+files of ``fleetcast keys init``, the artifact released with ``fleetcast
+artifact release``): the server dies while it signs director metadata and
+while the devices' TUF child processes fetch it, and each device still
+installs exactly the released target.
+
 ``FLEETCAST_LONG_FAULTS=1`` kills the server more often, over more seeds.
 """
 
@@ -43,12 +49,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleetcast.agent import SimulatedDevice
-from fleetcast.agent.config import AgentLimits
+from fleetcast.agent.config import AgentLimits, TrustConfig
 from fleetcast.agent.runner import run_agent
+from fleetcast.agent.slots import InstalledArtifacts
 from fleetcast.cli._api import ManagementClient
 from fleetcast.core.signing import public_key_to_pem
 from fleetcast.sim.server import free_port
 from tests.e2e.conftest import wait_until
+from tests.e2e.test_tuf_update import _cli
 from tests.factories import make_artifact, make_image
 from tests.pg import temporary_database
 
@@ -154,9 +162,16 @@ def _at(event: dict[str, Any]) -> dt.datetime:
     return dt.datetime.fromisoformat(event["at"])
 
 
+@pytest.mark.parametrize("trust", ["vendor-key", "tuf"])
 @pytest.mark.parametrize("seed", SEEDS)
 def test_server_killed_during_a_phased_rollout_loses_and_repeats_nothing(
-    seed: int, tmp_path: Path, database_url: str | None, vendor_key: Ed25519PrivateKey
+    seed: int,
+    trust: str,
+    tmp_path: Path,
+    database_url: str | None,
+    vendor_key: Ed25519PrivateKey,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Six devices, three phases with soaks, and the server SIGKILLed at random moments."""
     rng = random.Random(seed)
@@ -169,6 +184,15 @@ def test_server_killed_during_a_phased_rollout_loses_and_repeats_nothing(
     v2_image = make_image("1.1.0", size=3 * 1024 * 1024 + 777)
     v2 = make_artifact(tmp_path / "artifacts", vendor_key, version="1.1.0", image=v2_image)
     artifact = admin.upload_artifact(v2.path)
+    keys = tmp_path / "keys"
+    tuf: TrustConfig | None = None
+    if trust == "tuf":
+        monkeypatch.setenv("FLEETCAST_URL", server.url)
+        monkeypatch.setenv("FLEETCAST_TOKEN", server.admin_token())
+        _cli(monkeypatch, capsys, "keys", "init", "--dir", str(keys), "--bin-bits", "2")
+        _cli(monkeypatch, capsys, "artifact", "release", str(v2.path), "--keys", str(keys),
+             "--release-counter", "7")  # fmt: skip
+        tuf = TrustConfig(keys / "image" / "1.root.json", keys / "director" / "1.root.json")
     enrollment = admin.post("/enrollment-tokens", {"expires_in": 3600})["token"]
     limits = AgentLimits(
         request_timeout=3.0,
@@ -187,11 +211,12 @@ def test_server_killed_during_a_phased_rollout_loses_and_repeats_nothing(
             image=v1,
             artifact_name="acme-fw",
             artifact_version="1.0.0",
-            trusted_keys=[pub],
+            trusted_keys=[] if tuf else [pub],
             long_poll=1,
             poll_interval=0.2,
             enrollment_token=enrollment,
             limits=limits,
+            trust=tuf,
         )
         for i in range(DEVICES)
     ]
@@ -271,6 +296,10 @@ def test_server_killed_during_a_phased_rollout_loses_and_repeats_nothing(
     for device in devices:
         assert device.installed() == ("acme-fw", "1.1.0")
         assert device.slot_bytes(device.booted_slot()) == v2_image
+        if tuf is not None:
+            running = InstalledArtifacts(device.config.state_dir).get(device.booted_slot())
+            assert running is not None and running.target is not None
+            assert (running.target.path, running.target.release_counter) == ("acme-fw/1.1.0.fca", 7)
     for device_id, events in histories.items():
         states = [e["state"] for e in events]
         assert states[-1] == "success" and states.count("success") == 1, f"{device_id}: {events}"
@@ -296,7 +325,10 @@ def test_server_killed_during_a_phased_rollout_loses_and_repeats_nothing(
         assert first_report >= previous_done + dt.timedelta(seconds=SOAK), (
             f"phase {phase} began {first_report}, phase {phase - 1} ended {previous_done}"
         )
-    print(f"\nserver crash seed {seed}: {kills_during_rollout} kills, {server.starts} starts")
+    print(
+        f"\nserver crash seed {seed} ({trust}): {kills_during_rollout} kills, "
+        f"{server.starts} starts"
+    )
 
 
 def _status(admin: ManagementClient, deployment_id: str) -> str:
