@@ -17,8 +17,9 @@ the server.
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
+
+from fleetcast._lazy import lazy_exports as _lazy_exports
 
 if _typing.TYPE_CHECKING:
     from fleetcast.agent.bootloader import Bootloader, SimulatedUBoot, simulate_boot
@@ -67,13 +68,6 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> _typing.Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fleetcast.agent' has no attribute {name!r}")
-    return getattr(_importlib.import_module(f"fleetcast.agent.{module}"), name)
-
-
 __all__ = [
     "TRANSITIONS",
     "Agent",
@@ -102,6 +96,4 @@ __all__ = [
     "simulate_boot",
 ]
 
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS, __all__)

@@ -37,12 +37,11 @@ from fleetcast.core.envelope import (
     x25519_private_to_pem,
     x25519_raw,
 )
+from fleetcast.core.keyfiles import load_key_files
 from fleetcast.core.manifest import Manifest
 from fleetcast.exceptions import (
     IncompatibleError,
     IntegrityError,
-    UsageError,
-    ValidationError,
 )
 
 X25519_KEY_FILE: Final = "device-x25519.key"
@@ -78,15 +77,9 @@ def load_decryption_keys(paths: Sequence[Path]) -> list[X25519PrivateKey]:
     Raises:
         UsageError: a file cannot be read or is not an X25519 private key.
     """
-    keys = []
-    for path in paths:
-        try:
-            keys.append(x25519_private_from_pem(path.read_bytes()))
-        except OSError as e:
-            raise UsageError(f"cannot read decryption key {path}: {e}") from e
-        except ValidationError as e:
-            raise UsageError(f"decryption key {path} is not an X25519 private key: {e}") from e
-    return keys
+    return load_key_files(
+        paths, x25519_private_from_pem, what="decryption key", kind="an X25519 private key"
+    )
 
 
 def content_key_for(

@@ -108,6 +108,7 @@ from fleetcast.agent.results import StepResult
 from fleetcast.agent.slots import InstalledArtifacts, SlotContent
 from fleetcast.agent.trust.gate import RefusedChecks, refresh_if_due, verify_offer
 from fleetcast.agent.watchdog import SystemdWatchdog
+from fleetcast.core.keyfiles import load_key_files
 from fleetcast.core.signing import public_key_from_pem
 from fleetcast.core.wire import DeviceUpdateStatus, StatusReport, UpdateOffer
 from fleetcast.exceptions import (
@@ -118,7 +119,6 @@ from fleetcast.exceptions import (
     ServerResponseError,
     TransportError,
     UsageError,
-    ValidationError,
 )
 
 if TYPE_CHECKING:
@@ -184,15 +184,9 @@ class _DeploymentAbortedError(Exception):
 
 
 def _load_trusted_keys(paths: list[Path]) -> list[Ed25519PublicKey]:
-    keys = []
-    for path in paths:
-        try:
-            keys.append(public_key_from_pem(path.read_bytes()))
-        except OSError as e:
-            raise UsageError(f"cannot read trusted key {path}: {e}") from e
-        except ValidationError as e:
-            raise UsageError(f"trusted key {path} is not an Ed25519 public key: {e}") from e
-    return keys
+    return load_key_files(
+        paths, public_key_from_pem, what="trusted key", kind="an Ed25519 public key"
+    )
 
 
 class Agent:

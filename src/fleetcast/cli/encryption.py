@@ -25,8 +25,9 @@ from fleetcast.core.envelope import (
     content_key_id,
     x25519_public_from_pem,
 )
+from fleetcast.core.keyfiles import load_key_files
 from fleetcast.core.manifest import Manifest
-from fleetcast.exceptions import ApiError, UsageError, ValidationError
+from fleetcast.exceptions import ApiError, UsageError
 
 KEY_FILE_FORMAT: Final = "fleetcast-content-key-1"
 
@@ -49,17 +50,13 @@ def encryption_options(
         if chunk_size is not None:
             raise UsageError("--chunk-size goes with --encrypt-to or --encrypt-for-devices")
         return None
-    recipients = []
-    for path in encrypt_to:
-        try:
-            recipients.append(x25519_public_from_pem(path.read_bytes()))
-        except OSError as e:
-            raise UsageError(f"cannot read --encrypt-to {path}: {e.strerror}") from e
-        except ValidationError as e:
-            raise UsageError(
-                f"--encrypt-to {path} is not an X25519 public key "
-                f"(make one with `fleetcast keys generate --kind x25519`): {e}"
-            ) from e
+    recipients = load_key_files(
+        encrypt_to,
+        x25519_public_from_pem,
+        what="--encrypt-to",
+        kind="an X25519 public key",
+        hint=" (make one with `fleetcast keys generate --kind x25519`)",
+    )
     if for_devices and key_file_for(output).exists():
         raise UsageError(f"{key_file_for(output)} exists; refusing to overwrite a content key")
     if chunk_size is None:

@@ -18,8 +18,9 @@ The file format is described in ``fleetcast.delta._format`` and
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
+
+from fleetcast._lazy import lazy_exports as _lazy_exports
 
 if _typing.TYPE_CHECKING:
     from fleetcast.delta._apply import apply_delta, hash_image
@@ -46,13 +47,6 @@ _EXPORTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> _typing.Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fleetcast.delta' has no attribute {name!r}")
-    return getattr(_importlib.import_module(f"fleetcast.delta.{module}"), name)
-
-
 __all__ = [
     "ENGINES",
     "DeltaHeader",
@@ -67,6 +61,4 @@ __all__ = [
     "parse_header",
 ]
 
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS, __all__)
