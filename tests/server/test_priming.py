@@ -5,21 +5,18 @@ gets its offer from the database and the server reads the whole phase's
 offers in one pass; every other device of the phase then gets exactly the
 offer the database would give, from memory. A device that may get a delta is
 still answered from the database, and a device notified while the bulk read
-runs is not remembered from it. When every database connection stays busy,
-a request gets a 503 in the one error shape instead of a 500.
+runs is not remembered from it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from fleetcast.core.wire import Inventory
-from fleetcast.server import Settings
 from fleetcast.server.answers import IDLE, AnswerCache, encode_answer
 from fleetcast.server.services.deltas import ENGINES_ATTRIBUTE
 from tests.factories import BuiltArtifact
-from tests.server.harness import Server, SimDevice, running_server
+from tests.server.harness import Server, SimDevice
 from tests.server.test_answers import (
     FakeClock,
     no_route_dependencies,
@@ -138,22 +135,6 @@ def test_a_device_notified_during_a_bulk_read_is_not_remembered_from_it() -> Non
         cache.invalidate(None)  # notifications may have been lost: nothing from this read
         cache.put_read(reading, "quiet", None, IDLE)
     assert cache.get("quiet") is None
-
-
-async def test_no_free_database_connection_is_a_503_in_the_error_shape(
-    tmp_path: Path, settings: Settings, admin_token: str
-) -> None:
-    tight = settings.model_copy(
-        update={"database_pool_size": 1, "database_pool_overflow": 0, "database_pool_timeout": 0.2}
-    )
-    async with running_server(tight, admin_token) as server:
-        async with server.state.db.engine.connect() as held:
-            await held.exec_driver_sql("SELECT 1")
-            response = await server.admin.get("/api/v1/devices")
-        assert response.status_code == 503
-        assert response.headers["Retry-After"] == "5"
-        assert response.json()["error"]["code"] == "busy"
-        assert (await server.admin.get("/api/v1/devices")).status_code == 200
 
 
 async def test_a_large_notification_starts_the_read_before_any_device_asks(

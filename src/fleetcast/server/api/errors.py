@@ -3,10 +3,10 @@
 Domain errors carry their status and code; core ``InvalidDataError`` (a wire
 object that does not validate) is a 422 ``validation_error``; request
 validation lists the bad fields in ``details``; framework HTTP errors (404
-route, 405) keep their status with a code derived from it;
-a 503 ``busy`` with ``Retry-After`` when no database connection came free
-in time (an overload); anything else is a 500 ``internal_error`` that
-reveals nothing but is logged.
+route, 405) keep their status with a code derived from it; a 503 ``busy``
+with ``Retry-After`` when no database connection came free in time (an
+overload) or the database dropped the connection; anything else is a 500
+``internal_error`` that reveals nothing but is logged.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -102,6 +103,18 @@ async def _busy(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    if exc.connection_invalidated:
+        # The database dropped a pooled connection (restart, failover); the pool
+        # has replaced it, so the same request succeeds when tried again.
+        log.warning("database connection lost during %s %s", request.method, request.url.path)
+        return error_response(
+            503, "busy", "the database connection was lost; retry", headers={"Retry-After": "1"}
+        )
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal server error")
@@ -114,4 +127,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(PoolTimeout, _busy)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -42,7 +42,10 @@ def make_engine(url: str, pool: PoolSize | None = None) -> AsyncEngine:
     }
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True, **sizes)
+        # No pre-ping: it cost a round trip per request (13 % of a rollout's
+        # server time). A connection the database dropped fails its request
+        # once (503, the device retries) and the pool replaces it.
+        return create_async_engine(url, **sizes)
     in_memory = parsed.database in (None, "", ":memory:")
     engine = create_async_engine(url, connect_args={"timeout": 30}, **({} if in_memory else sizes))
 
