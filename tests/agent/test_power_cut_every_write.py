@@ -190,25 +190,29 @@ def _cut_and_recover(root: Path, flow: Flow, trusted_key_file: Path, n: int) -> 
         _recover(device, api, flow, where)
 
 
-def _recover(device: SimulatedDevice, api: FakeApi, flow: Flow, where: str) -> None:
-    # The device boots, from a slot holding a complete, known image.
+def boots_intact(device: SimulatedDevice, factory: bytes, release: bytes, where: str) -> None:
+    """After a cut: the device boots from a slot holding a complete, known image (a
+    trial only ever targets the complete release), and the agent's state is readable."""
     try:
         device.power_cycle()
     except DeviceStateError as e:
         raise AssertionError(f"{where}: the device does not boot: {e}") from e
     boot = device.bootloader
     committed = boot.committed_slot()
-    good = {"a": flow.factory_image, "b": flow.artifact.image}[committed]
+    good = {"a": factory, "b": release}[committed]
     assert device.slot_bytes(committed) == good, (where, committed)
     if boot.in_trial():
-        assert device.slot_bytes(other_slot(committed)) == flow.artifact.image, where
-    # The agent's state is readable.
+        assert device.slot_bytes(other_slot(committed)) == release, where
     journal = Journal(device.config.state_dir)
     journal.load()
     assert journal.problem is None, (where, journal.problem)
     record = InstalledArtifacts(device.config.state_dir)
     record.load()
     assert record.problem is None, (where, record.problem)
+
+
+def _recover(device: SimulatedDevice, api: FakeApi, flow: Flow, where: str) -> None:
+    boots_intact(device, flow.factory_image, flow.artifact.image, where)
     # A fresh agent from disk finishes the update (or the rollback).
     drive(device, api)
     _check_converged(device, api, flow, where)

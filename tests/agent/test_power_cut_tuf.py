@@ -68,16 +68,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tuf.ngclient.updater import Updater
 
 from fleetcast.agent import Agent, SimulatedDevice, StepResult, durable
-from fleetcast.agent.bootloader import other_slot
-from fleetcast.agent.journal import Journal
 from fleetcast.agent.slots import InstalledArtifacts
 from fleetcast.agent.trust import check
 from fleetcast.agent.trust.protocol import TrustRequest, TrustVerdict
 from fleetcast.agent.trust.verify import verdict_json, verify
-from fleetcast.exceptions import DeviceStateError
 from tests.agent.conftest import MiB, PowerCut, noisy_image
 from tests.agent.faultydisk import FaultyDisk
-from tests.agent.test_power_cut_every_write import fast_dir  # noqa: F401 (a fixture)
+from tests.agent.test_power_cut_every_write import (  # noqa: F401 (fast_dir: a fixture)
+    boots_intact,
+    fast_dir,
+)
 from tests.agent.trust.conftest import TERMINAL, tuf_device
 from tests.agent.trust.evil_server import EvilServer, FleetState, Release
 from tests.factories import make_artifact
@@ -262,24 +262,7 @@ def _cut_and_recover(root: Path, update: Update, n: int) -> None:
 
 
 def _recover(device: SimulatedDevice, update: Update, deployment_id: str, where: str) -> None:
-    # The device boots, from a slot holding a complete, known image.
-    try:
-        device.power_cycle()
-    except DeviceStateError as e:
-        raise AssertionError(f"{where}: the device does not boot: {e}") from e
-    boot = device.bootloader
-    committed = boot.committed_slot()
-    good = {"a": update.factory_image, "b": update.release_image}[committed]
-    assert device.slot_bytes(committed) == good, (where, committed)
-    if boot.in_trial():
-        assert device.slot_bytes(other_slot(committed)) == update.release_image, where
-    # The agent's state is readable.
-    journal = Journal(device.config.state_dir)
-    journal.load()
-    assert journal.problem is None, (where, journal.problem)
-    record = InstalledArtifacts(device.config.state_dir)
-    record.load()
-    assert record.problem is None, (where, record.problem)
+    boots_intact(device, update.factory_image, update.release_image, where)
     # A fresh agent from disk finishes the update.
     results = update.drive(device, deployment_id)
     assert StepResult.FAILED not in results, (where, results, update.fleet.reports)

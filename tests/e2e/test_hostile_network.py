@@ -26,6 +26,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -119,41 +120,9 @@ def test_updates_over_a_hostile_network_complete_or_fail_cleanly(
         )
         for seed in seeds
     }
-    stop = threading.Event()
-    threads = [
-        threading.Thread(target=run_agent, args=(d.config, stop), daemon=True)
-        for d in devices.values()
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        serials = {f"HOSTILE-{seed}": seed for seed in seeds}
-
-        def registered() -> dict[int, str] | None:
-            items = admin.get("/devices", q="HOSTILE-", limit=500)["items"]
-            found = {
-                serials[d["identity"]["serial"]]: d["id"]
-                for d in items
-                if d["identity"].get("serial") in serials and d["artifact_version"] == "1.0.0"
-            }
-            return found if len(found) == len(serials) else None
-
-        ids = wait_until("every device registered with its inventory", registered, 90)
-        deployment = admin.post(
-            "/deployments",
-            {
-                "name": f"hostile {batch}",
-                "artifact_id": artifact["id"],
-                "target": {"device_ids": list(ids.values())},
-            },
-        )
-        final = wait_deployment(admin, deployment["id"])
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
-        for proxy in proxies.values():
-            proxy.close()
+    ids, deployment, final = roll_out_through_proxies(
+        admin, devices, proxies, "HOSTILE-", artifact["id"], f"hostile {batch}"
+    )
     assert final["status"] == "completed"
     members = {
         m["device_id"]: m for m in admin.get(f"/deployments/{deployment['id']}/devices")["items"]
@@ -189,3 +158,54 @@ def test_updates_over_a_hostile_network_complete_or_fail_cleanly(
     TOTALS["requests"] += sum(p.requests for p in proxies.values())
     assert sum(injected.values()) >= len(devices), f"too few faults injected: {injected}"
     assert outcomes["success"] > 0, f"no device got through: {outcomes}, faults {injected}"
+
+
+def roll_out_through_proxies(
+    admin: ManagementClient,
+    devices: dict[int, SimulatedDevice],
+    proxies: dict[int, FaultProxy],
+    serial_prefix: str,
+    artifact_id: str,
+    name: str,
+) -> tuple[dict[int, str], dict[str, Any], dict[str, Any]]:
+    """Run an agent per device (serial ``{serial_prefix}{seed}``) until each has sent its
+    inventory, deploy ``artifact_id`` to all of them and wait for the deployment to end.
+
+    Returns each seed's device id, the deployment as created and as it ended.
+    """
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=run_agent, args=(d.config, stop), daemon=True)
+        for d in devices.values()
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        serials = {f"{serial_prefix}{seed}": seed for seed in devices}
+
+        def registered() -> dict[int, str] | None:
+            items = admin.get("/devices", q=serial_prefix, limit=500)["items"]
+            found = {
+                serials[d["identity"]["serial"]]: d["id"]
+                for d in items
+                if d["identity"].get("serial") in serials and d["artifact_version"] == "1.0.0"
+            }
+            return found if len(found) == len(serials) else None
+
+        ids = wait_until("every device registered with its inventory", registered, 90)
+        deployment = admin.post(
+            "/deployments",
+            {
+                "name": name,
+                "artifact_id": artifact_id,
+                "target": {"device_ids": list(ids.values())},
+            },
+        )
+        final = wait_deployment(admin, deployment["id"])
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        for proxy in proxies.values():
+            proxy.close()
+    return ids, deployment, final

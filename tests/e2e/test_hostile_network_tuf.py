@@ -36,7 +36,6 @@ import collections
 import hashlib
 import logging
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,14 +44,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fleetcast.agent import SimulatedDevice
 from fleetcast.agent.config import TrustConfig
-from fleetcast.agent.runner import run_agent
 from fleetcast.agent.slots import InstalledArtifacts
 from fleetcast.cli._api import ManagementClient
 from fleetcast.server import Settings
 from fleetcast.sim import ServerThread
-from tests.e2e.conftest import wait_deployment, wait_until
 from tests.e2e.faultproxy import FaultProxy
-from tests.e2e.test_hostile_network import LIMITS, _history_ok
+from tests.e2e.test_hostile_network import LIMITS, _history_ok, roll_out_through_proxies
 from tests.e2e.test_tuf_update import _cli
 from tests.factories import make_artifact, make_image
 
@@ -131,41 +128,9 @@ def test_tuf_updates_over_a_hostile_network_complete_or_fail_cleanly(
             seed: _tuf_device(tmp_path / f"dev-{seed}", proxies[seed], keys, enrollment, seed)
             for seed in seeds
         }
-        stop = threading.Event()
-        threads = [
-            threading.Thread(target=run_agent, args=(d.config, stop), daemon=True)
-            for d in devices.values()
-        ]
-        for thread in threads:
-            thread.start()
-        try:
-            serials = {f"HOSTILE-TUF-{seed}": seed for seed in seeds}
-
-            def registered() -> dict[int, str] | None:
-                items = admin.get("/devices", q="HOSTILE-TUF-", limit=500)["items"]
-                found = {
-                    serials[d["identity"]["serial"]]: d["id"]
-                    for d in items
-                    if d["identity"].get("serial") in serials and d["artifact_version"] == "1.0.0"
-                }
-                return found if len(found) == len(serials) else None
-
-            ids = wait_until("every device registered with its inventory", registered, 90)
-            deployment = admin.post(
-                "/deployments",
-                {
-                    "name": f"hostile tuf {batch}",
-                    "artifact_id": artifact["id"],
-                    "target": {"device_ids": list(ids.values())},
-                },
-            )
-            final = wait_deployment(admin, deployment["id"])
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=30)
-            for proxy in proxies.values():
-                proxy.close()
+        ids, deployment, final = roll_out_through_proxies(
+            admin, devices, proxies, "HOSTILE-TUF-", artifact["id"], f"hostile tuf {batch}"
+        )
         assert final["status"] == "completed"
         members = {
             m["device_id"]: m
