@@ -152,3 +152,24 @@ async def test_a_large_notification_starts_the_read_before_any_device_asks(
         answers = [await device.next(etag=idle) for device in devices]
     assert sql == []
     assert {a.status_code for a in answers} == {200}
+
+
+async def test_a_device_with_two_deployments_to_choose_from_is_left_to_its_own_poll(
+    server: Server, artifact: BuiltArtifact
+) -> None:
+    """The oldest running deployment goes first: the bulk read of the newer one must not
+    answer for a device that the older one still waits for."""
+    devices = await server.fleet(3)
+    idle = await _remembered_idle(devices)
+    server.state.primer.bulk = len(devices)
+    uploaded = await server.upload(artifact)
+    older = await server.deploy(uploaded["id"], name="older")
+    await server.state.primer.settled()
+    newer = await server.deploy(uploaded["id"], name="newer")
+    await server.state.primer.settled()
+    for device in devices:
+        assert device.device_id is not None
+        assert server.state.answers.get(device.device_id) is None
+        with statements_of_this_task(server) as sql:
+            offer = (await device.next(etag=idle)).json()["update"]
+        assert sql and offer["deployment_id"] == older["id"] != newer["id"]

@@ -135,7 +135,10 @@ class OfferPrimer:
                         self._queue.append(key)
                 continue
             deployment_id, phase = key = self._queue[0]
-            self._read[key] = self._clock()
+            now = self._clock()
+            # Forget reads older than the memory's TTL: they would be read again anyway.
+            self._read = {k: t for k, t in self._read.items() if now - t < self._answers.ttl}
+            self._read[key] = now
             try:
                 count = await self._read_phase(deployment_id)
             except Exception:
