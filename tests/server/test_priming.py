@@ -173,3 +173,25 @@ async def test_a_device_with_two_deployments_to_choose_from_is_left_to_its_own_p
         with statements_of_this_task(server) as sql:
             offer = (await device.next(etag=idle)).json()["update"]
         assert sql and offer["deployment_id"] == older["id"] != newer["id"]
+
+
+async def test_a_resumed_phase_is_read_again(server: Server, artifact: BuiltArtifact) -> None:
+    """Pausing drops the remembered offers; resuming names the devices again, and their
+    offers are read again at once, though the phase was read minutes ago."""
+    devices = await server.fleet(4)
+    idle = await _remembered_idle(devices)
+    server.state.primer.bulk = len(devices)
+    deployment = await server.deploy((await server.upload(artifact))["id"])
+    await server.state.primer.settled()
+    assert server.state.primer.primed == len(devices)
+    base = f"/api/v1/deployments/{deployment['id']}"
+    assert (await server.admin.post(f"{base}/pause")).is_success
+    paused = [(await device.next(etag=idle)).status_code for device in devices]
+    assert paused == [304] * len(devices)  # nothing to do while paused
+    assert (await server.admin.post(f"{base}/resume")).is_success
+    await server.state.primer.settled()
+    assert server.state.primer.primed == 2 * len(devices)
+    with statements_of_this_task(server) as sql:
+        resumed = [await device.next(etag=idle) for device in devices]
+    assert sql == []
+    assert {r.json()["update"]["deployment_id"] for r in resumed} == {deployment["id"]}

@@ -131,7 +131,9 @@ class OfferPrimer:
                     log.exception("could not find the deployments of a notification")
                     continue
                 for key in started:
-                    if not self._recent(key) and key not in self._queue:
+                    # Read again even if read lately: the notification just dropped
+                    # these devices' answers (a phase resumed, say).
+                    if key not in self._queue:
                         self._queue.append(key)
                 continue
             deployment_id, phase = key = self._queue[0]
